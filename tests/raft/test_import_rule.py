@@ -4,6 +4,7 @@ that does IO or reads a clock or global randomness (STYLE.md convention 2)."""
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import engine.raft
@@ -38,8 +39,6 @@ def test_raft_core_imports_nothing_that_does_io() -> None:
 
 
 def test_raft_core_imports_only_stdlib_and_itself() -> None:
-    import sys
-
     allowed = set(sys.stdlib_module_names) | {"engine"}
     for p in RAFT_DIR.rglob("*.py"):
         if "testing" in p.parts:
