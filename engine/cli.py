@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from logstore import ctl as logstore_ctl
+
 
 def _cmd_up(args: argparse.Namespace) -> int:
     # The node service (issue: node service) is not built yet: say so plainly
@@ -28,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--nodes", type=int, default=3)
     up.add_argument("--dir", default="data")
     up.set_defaults(func=_cmd_up)
+    logstore_ctl.add_parser(sub)
     return parser
 
 

@@ -49,7 +49,8 @@ class Entry(NamedTuple):
 
     term: int
     index: int  # type: ignore[assignment]  # shadows tuple.index by design
-    type: int = EntryType.NORMAL
+    #: A plain int (an ``EntryType`` value): cheaper to compare than the enum member.
+    type: int = int(EntryType.NORMAL)
     data: bytes = b""
 
 
