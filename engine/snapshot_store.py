@@ -1,0 +1,268 @@
+"""Durable state-machine snapshots: the other half of a replica's recovery.
+
+Why a separate store
+--------------------
+The raft log store keeps entries and hard state; the state machine lives in
+memory. After a restart a replica needs an image of its state machine as of
+some applied index ``S`` and the log from ``S + 1`` on. The rule that makes
+this safe is the Store's, not this module's: **the log is never compacted
+past the index of the newest durable image** (the replica asks
+``saved_index`` before compacting).
+
+A record also carries the range descriptor and the membership as of ``S``,
+because both change through log commands (split, merge, conf changes) and a
+restarted replica must start from the values that match the image.
+
+Backends
+--------
+``MemorySnapshotStore`` (tests, benchmarks: survives a simulated crash of the
+``Store`` object because the harness keeps it) and ``DirSnapshotStore``
+(one file per range, written to a temporary name, fsynced, renamed, and the
+directory fsynced: a crash leaves either the old or the new image).
+
+File layout of ``DirSnapshotStore`` (version 1, little-endian)::
+
+    magic "MRSMSNAP" | version:u8 (=1) | index:u64 | term:u64 | flags:u8 (bit 0: frozen)
+    | desc_len:u32 | descriptor (RangeDescriptor.encode())
+    | conf_len:u32 | conf state (raft_log.encode_conf_state)
+    | image_len:u64 | image bytes (the concatenated StateMachine.snapshot() chunks)
+    | crc32c:u32 of every byte before it
+
+The image is streamed into the file chunk by chunk with a running CRC, so a
+large state machine never sits in memory as one string on the write side.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO, Final, NamedTuple, Protocol
+
+import crc32c
+
+from engine.raft.types import ConfState
+from engine.raft_log import decode_conf_state, encode_conf_state
+from engine.range_desc import RangeDescriptor
+
+_MAGIC: Final = b"MRSMSNAP"
+_VERSION: Final = 1
+_HEAD: Final = struct.Struct("<8sBQQB")
+_U32: Final = struct.Struct("<I")
+_U64: Final = struct.Struct("<Q")
+_READ_CHUNK: Final = 1 << 16
+
+
+class SnapshotCorrupt(Exception):
+    """A snapshot file failed its checksum or framing; ``path`` says which."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+
+
+class SnapshotRecord(NamedTuple):
+    """The header of a durable image: where it stands and what it describes."""
+
+    range_id: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index by design
+    term: int
+    descriptor: RangeDescriptor
+    conf_state: ConfState
+    #: The range applied a merge FREEZE and no UNFREEZE (engine/split_merge.py).
+    frozen: bool = False
+
+
+class SnapshotStore(Protocol):
+    """Where replicas keep durable state-machine images (one per range)."""
+
+    def save(self, record: SnapshotRecord, chunks: Iterable[bytes]) -> None:
+        """Durably replace the range's image; returns once it is durable."""
+        ...
+
+    def load(self, range_id: int) -> tuple[SnapshotRecord, Iterator[bytes]] | None:
+        """The range's newest image, or None if it has none."""
+        ...
+
+    def saved_index(self, range_id: int) -> int:
+        """Index of the newest durable image (0 if none): the compaction limit."""
+        ...
+
+    def range_ids(self) -> list[int]: ...
+
+    def remove(self, range_id: int) -> None: ...
+
+
+class MemorySnapshotStore:
+    """Images kept in a dict; "durable" for as long as the object lives."""
+
+    def __init__(self) -> None:
+        # Invariant: every value's record.range_id equals its key.
+        self._images: dict[int, tuple[SnapshotRecord, bytes]] = {}
+        self.saves = 0
+
+    def save(self, record: SnapshotRecord, chunks: Iterable[bytes]) -> None:
+        self._images[record.range_id] = (record, b"".join(chunks))
+        self.saves += 1
+
+    def load(self, range_id: int) -> tuple[SnapshotRecord, Iterator[bytes]] | None:
+        got = self._images.get(range_id)
+        if got is None:
+            return None
+        return got[0], iter((got[1],))
+
+    def saved_index(self, range_id: int) -> int:
+        got = self._images.get(range_id)
+        return got[0].index if got is not None else 0
+
+    def range_ids(self) -> list[int]:
+        return sorted(self._images)
+
+    def remove(self, range_id: int) -> None:
+        self._images.pop(range_id, None)
+
+
+class DirSnapshotStore:
+    """One file per range under ``path`` (see the module docstring for the layout)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._dir = Path(path)
+        self._dir.mkdir(parents=True, exist_ok=True)
+        # Invariant: _index[r] is the index in r's file header (cache of the disk).
+        self._index: dict[int, int] = {}
+        for p in self._dir.glob("r*.snap"):
+            rec = self._read_header(p)
+            self._index[rec.range_id] = rec.index
+
+    def _file(self, range_id: int) -> Path:
+        return self._dir / f"r{range_id}.snap"
+
+    def save(self, record: SnapshotRecord, chunks: Iterable[bytes]) -> None:
+        final = self._file(record.range_id)
+        tmp = final.with_suffix(".tmp")
+        desc = record.descriptor.encode()
+        conf = encode_conf_state(record.conf_state)
+        with open(tmp, "wb") as f:
+            head = b"".join((
+                _HEAD.pack(_MAGIC, _VERSION, record.index, record.term, int(record.frozen)),
+                _U32.pack(len(desc)), desc, _U32.pack(len(conf)), conf,
+            ))
+            f.write(head)
+            len_pos = f.tell()
+            f.write(_U64.pack(0))  # back-patched once the image length is known
+            crc = crc32c.crc32c(head)
+            total = 0
+            for chunk in chunks:
+                f.write(chunk)
+                total += len(chunk)
+            f.seek(len_pos)
+            f.write(_U64.pack(total))
+            f.flush()
+            # The CRC covers the header, the patched length and the image: reread the
+            # image from the page cache rather than holding it in memory.
+            crc = crc32c.crc32c(_U64.pack(total), crc)
+            with open(tmp, "rb") as r:
+                r.seek(len_pos + _U64.size)
+                while block := r.read(_READ_CHUNK):
+                    crc = crc32c.crc32c(block, crc)
+            f.seek(0, os.SEEK_END)
+            f.write(_U32.pack(crc))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        self._fsync_dir()
+        self._index[record.range_id] = record.index
+
+    def load(self, range_id: int) -> tuple[SnapshotRecord, Iterator[bytes]] | None:
+        p = self._file(range_id)
+        if not p.exists():
+            return None
+        rec, start, length = self._verify(p)
+        return rec, self._stream(p, start, length)
+
+    def saved_index(self, range_id: int) -> int:
+        return self._index.get(range_id, 0)
+
+    def range_ids(self) -> list[int]:
+        return sorted(self._index)
+
+    def remove(self, range_id: int) -> None:
+        self._file(range_id).unlink(missing_ok=True)
+        self._index.pop(range_id, None)
+        self._fsync_dir()
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _read_header(self, p: Path) -> SnapshotRecord:
+        with open(p, "rb") as f:
+            return self._parse_header(f, str(p))[0]
+
+    def _parse_header(self, f: BinaryIO, path: str) -> tuple[SnapshotRecord, int]:
+        raw = f.read(_HEAD.size)
+        if len(raw) < _HEAD.size:
+            raise SnapshotCorrupt(path, "short header")
+        magic, version, index, term, flags = _HEAD.unpack(raw)
+        if magic != _MAGIC or version != _VERSION or flags & ~1:
+            raise SnapshotCorrupt(path, f"bad magic/version/flags {magic!r}/{version}/{flags}")
+        desc_raw = _read_blob(f, path)
+        conf_raw = _read_blob(f, path)
+        try:
+            desc = RangeDescriptor.decode(desc_raw)
+            conf = decode_conf_state(conf_raw)
+        except ValueError as e:
+            raise SnapshotCorrupt(path, str(e)) from e
+        pos = _HEAD.size + 2 * _U32.size + len(desc_raw) + len(conf_raw)
+        return SnapshotRecord(desc.range_id, index, term, desc, conf, bool(flags & 1)), pos
+
+    def _verify(self, p: Path) -> tuple[SnapshotRecord, int, int]:
+        """Check the whole file's CRC; return the record and the image's offset/length."""
+        path = str(p)
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            rec, pos = self._parse_header(f, path)
+            raw_len = f.read(_U64.size)
+            if len(raw_len) < _U64.size:
+                raise SnapshotCorrupt(path, "short image length")
+            (length,) = _U64.unpack(raw_len)
+            start = pos + _U64.size
+            if start + length + _U32.size != size:
+                raise SnapshotCorrupt(path, f"image length {length} does not match file size")
+            f.seek(0)
+            crc = 0
+            remaining = start + length
+            while remaining:
+                block = f.read(min(_READ_CHUNK, remaining))
+                crc = crc32c.crc32c(block, crc)
+                remaining -= len(block)
+            (want,) = _U32.unpack(f.read(_U32.size))
+            if crc != want:
+                raise SnapshotCorrupt(path, f"crc mismatch: stored {want:#x}, computed {crc:#x}")
+        return rec, start, length
+
+    @staticmethod
+    def _stream(p: Path, start: int, length: int) -> Iterator[bytes]:
+        with open(p, "rb") as f:
+            f.seek(start)
+            while length:
+                block = f.read(min(_READ_CHUNK, length))
+                length -= len(block)
+                yield block
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self._dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _read_blob(f: BinaryIO, path: str) -> bytes:
+    raw = f.read(_U32.size)
+    if len(raw) < _U32.size:
+        raise SnapshotCorrupt(path, "short blob length")
+    (n,) = _U32.unpack(raw)
+    data = f.read(n)
+    if len(data) < n:
+        raise SnapshotCorrupt(path, "short blob")
+    return data
