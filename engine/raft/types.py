@@ -130,8 +130,11 @@ class Message(NamedTuple):
     - VOTE_RESP / PRE_VOTE_RESP: ``reject``.
     - SNAPSHOT: ``snapshot``.
     - HEARTBEAT: ``commit`` (min of follower's match and leader commit);
-      ``context`` = read-index request ids being confirmed, if any.
-    - HEARTBEAT_RESP: ``context`` echoed.
+      ``context`` = read-index request ids being confirmed, if any;
+      ``index`` = the leader's tick count when sent (lease timing).
+    - HEARTBEAT_RESP: ``context`` and ``index`` echoed. A carrier that drops
+      ``index`` (the coalesced heartbeat) is still safe: lease reads then
+      fall back to a heartbeat round.
     - READ_INDEX / READ_INDEX_RESP: ``context`` = request id; resp ``index``.
     """
 

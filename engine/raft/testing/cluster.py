@@ -113,7 +113,10 @@ class Cluster:
         self.rng = rng
         self.profile = profile
         self.net = SimNetwork(random.Random(rng.getrandbits(64)), profile.network)
-        self.checker = InvariantChecker(bootstrap=(1, 1, BOOTSTRAP_FP))
+        self.checker = InvariantChecker(
+            bootstrap=(1, 1, BOOTSTRAP_FP),
+            bootstrap_conf=ConfState(voters=tuple(range(1, opts.voters + 1))),
+        )
         self.stats = SimStats()
         self.now = 0
         self.trace: deque[str] = deque(maxlen=_TRACE_LEN)
@@ -273,6 +276,7 @@ class Cluster:
             meta = snap.metadata
             checker.on_snapshot(node.id, meta.index, meta.term, decode_state(snap.data),
                                 is_leader=node.pending_leader, applied=node.applied_index)
+            checker.check_snapshot_conf(node.id, meta.index, meta.conf_state)
             node.install_snapshot(snap)
             stats.snapshots_installed += 1
         if rd.entries:
@@ -310,6 +314,7 @@ class Cluster:
             if e.type == EntryType.CONF_CHANGE and e.data:
                 cc = decode_conf_change(e.data)
                 node.conf_state = raw.apply_conf_change(cc)
+                checker.on_conf_change(node.id, e.index, node.conf_state)
                 self.stats.conf_changes_applied += 1
                 if is_joint(node.conf_state):
                     self.stats.joint_entered += 1

@@ -17,6 +17,11 @@ Rules checked (Raft paper, figure 3, plus what a ``Ready`` user relies on)
   changes within a term (so a crash cannot make a node vote twice).
 - Snapshots hold the committed state as of their index, are never installed
   by a leader, and never move a node's applied state backwards.
+- Membership agreement: every node that applies the conf change at index
+  ``i`` ends with the same configuration, and a snapshot at ``i`` carries
+  the configuration as of ``i`` (the membership analogue of State Machine
+  Safety: a wrong configuration in a snapshot changes quorums after a
+  restart).
 - ReadIndex (safe mode): a read issued when index ``c`` was committed
   somewhere is answered with a read index ``>= c``.
 
@@ -37,8 +42,10 @@ that wins term 5 from delayed votes after term 6 committed entries).
 
 from __future__ import annotations
 
+import bisect
+
 from engine.raft.testing.chain import LogChain
-from engine.raft.types import Entry, HardState
+from engine.raft.types import ConfState, Entry, HardState
 
 
 class InvariantViolation(AssertionError):
@@ -52,9 +59,13 @@ class InvariantViolation(AssertionError):
 class InvariantChecker:
     """Global knowledge the invariants are checked against."""
 
-    def __init__(self, bootstrap: tuple[int, int, int] | None = None) -> None:
+    def __init__(
+        self, bootstrap: tuple[int, int, int] | None = None,
+        bootstrap_conf: ConfState | None = None,
+    ) -> None:
         """``bootstrap``: ``(index, term, fingerprint)`` of the snapshot every
-        initial voter starts from, committed by construction."""
+        initial voter starts from, committed by construction, with membership
+        ``bootstrap_conf``."""
         # Invariant: leaders[t] is the only node ever seen leading term t.
         self.leaders: dict[int, int] = {}
         # Terms whose leader's completeness is not checked yet (its log was not
@@ -73,6 +84,10 @@ class InvariantChecker:
         self._reads: dict[bytes, int] = {}
         # Reads answered: context -> the read index of the first answer.
         self.answered: dict[bytes, int] = {}
+        # Invariant: confs[i] is the membership right after the conf change at
+        # index i, as every node that applied it got it; _conf_indexes is sorted.
+        self._confs: dict[int, ConfState] = {}
+        self._conf_indexes: list[int] = []
         if bootstrap is not None:
             index, term, fp = bootstrap
             for i in range(1, index):
@@ -81,6 +96,8 @@ class InvariantChecker:
             self._commit_term[index] = 0
             self._by_index_term[(index, term)] = fp
             self.max_committed = index
+            if bootstrap_conf is not None:
+                self._record_conf(index, bootstrap_conf)
 
     # -- elections ----------------------------------------------------------------
 
@@ -248,6 +265,37 @@ class InvariantChecker:
             raise InvariantViolation(
                 "commit monotonic", f"node {node} commit index {before} -> {now}"
             )
+
+    # -- membership -------------------------------------------------------------------
+
+    def on_conf_change(self, node: int, index: int, conf: ConfState) -> None:
+        """``node`` applied the conf change at ``index`` and now has ``conf``."""
+        known = self._confs.get(index)
+        if known is None:
+            self._record_conf(index, conf)
+        elif known != conf:
+            raise InvariantViolation(
+                "membership agreement",
+                f"node {node} has {conf} after the conf change at {index}; another has {known}",
+            )
+
+    def check_snapshot_conf(self, node: int, index: int, conf: ConfState) -> None:
+        """A snapshot at ``index`` (made or installed by ``node``) must carry the
+        membership as of ``index``: the one after the last conf change at or below."""
+        i = bisect.bisect_right(self._conf_indexes, index) - 1
+        if i < 0:
+            return
+        want = self._confs[self._conf_indexes[i]]
+        if conf != want:
+            raise InvariantViolation(
+                "snapshot membership",
+                f"node {node}: snapshot {index} holds {conf}, the membership at {index} "
+                f"(since {self._conf_indexes[i]}) is {want}",
+            )
+
+    def _record_conf(self, index: int, conf: ConfState) -> None:
+        self._confs[index] = conf
+        bisect.insort(self._conf_indexes, index)
 
     # -- reads ------------------------------------------------------------------------
 

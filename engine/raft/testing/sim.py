@@ -146,6 +146,7 @@ class Simulator(Cluster):
         if not live:
             return
         node = self.rng.choice(live)
+        self.checker.check_snapshot_conf(node.id, node.applied_index, node.conf_state)
         if node.take_snapshot(keep=self.rng.choice((0, 0, 2, 10))):
             self._log(f"node {node.id} snapshots at {node.applied_index}, "
                       f"log from {node.chain.base + 1}")
