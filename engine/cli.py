@@ -11,30 +11,77 @@ written); 3 an admin command could not reach its node.
 from __future__ import annotations
 
 import argparse
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 from engine.admin import commands as admin_commands
-from engine.config import ConfigError, load_config, local_cluster_configs, sample_toml
+from engine.config import (
+    ConfigError,
+    load_config,
+    local_cluster_configs,
+    render_toml,
+    sample_toml,
+)
+from engine.node import run_node
 from logstore import ctl as logstore_ctl
 
 EXIT_BAD_CONFIG = 2
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
+    """Start ``--nodes`` node processes (``multiraft node``) on loopback, print where to
+    connect, wait for Ctrl-C/SIGTERM, then stop them all (SIGTERM, then SIGKILL)."""
     try:
         configs = local_cluster_configs(args.nodes, args.dir)
     except ConfigError as e:
         print(f"multiraft up: {e}", file=sys.stderr)
         return EXIT_BAD_CONFIG
-    # The node service (issue: node service) is not built yet: say so plainly
-    # rather than pretend to start something.
-    nodes = ", ".join(f"n{c.node.id} resp {c.node.listen_client}" for c in configs)
-    print(
-        f"multiraft up: the node service is not built yet; the {args.nodes}-node cluster "
-        f"in {args.dir!r} ({nodes}) cannot be started in this version.",
-        file=sys.stderr,
-    )
-    return 1
+    base = Path(args.dir)
+    base.mkdir(parents=True, exist_ok=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    stop = False
+
+    def _on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for c in configs:
+            path = base / f"n{c.node.id}.toml"
+            path.write_text(render_toml(c))
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "engine.cli", "node", "--config", str(path)],
+                start_new_session=True))
+        print(f"multiraft: {len(configs)}-node cluster in {str(base)!r}")
+        for c in configs:
+            print(f"  node {c.node.id}: resp {c.node.listen_client}  admin "
+                  f"http://{c.node.listen_admin}  peer {c.node.listen_peer}")
+        first = configs[0].node.listen_client
+        print(f"connect: redis-cli -h {first.host} -p {first.port}")
+        print("Ctrl-C stops the cluster.", flush=True)
+        while not stop:
+            if any(p.poll() is not None for p in procs):
+                print("multiraft up: a node exited; stopping the cluster", file=sys.stderr)
+                break
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for p in procs:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for s, h in old.items():
+            signal.signal(s, h)
+    return 0 if stop and all(p.returncode == 0 for p in procs) else 1
 
 
 def _cmd_node(args: argparse.Namespace) -> int:
@@ -45,13 +92,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"multiraft node: bad config: {e}", file=sys.stderr)
         return EXIT_BAD_CONFIG
-    print(
-        f"multiraft node: config {args.config!r} is valid (node {config.node.id}, "
-        f"{config.node.workers} workers), but the node service is not built yet; "
-        "nothing was started.",
-        file=sys.stderr,
-    )
-    return 1
+    return run_node(config)
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""The initiating store's side of a merge: FREEZE, then MERGE, or UNFREEZE on refusal.
+"""The initiating store's side of a merge: FREEZE (with its intent), then MERGE.
 
 Theory of operation (the protocol itself is in ``engine/split_merge.py``)
 ------------------------------------------------------------------------
@@ -10,9 +10,14 @@ apply), its state is final: the coordinator reads its image and proposes
 MERGE through the left-hand range under the *client's* request id, so the
 client is answered when the merge applies (or is refused). ``settle`` runs
 over each round's completions: it swallows the internal ones, fails the
-client if the FREEZE did not happen, and unfreezes the right-hand range if
-the MERGE definitely did not apply (ERROR or TRYAGAIN). After an UNKNOWN
-outcome the right-hand range stays frozen: the merge may still apply.
+client if the FREEZE did not happen, and otherwise answers the client with
+the MERGE's outcome. It never unfreezes: a MERGE of the same intent may still
+be in flight (a re-drive, or ours after a TRYAGAIN that only means *this*
+proposal was replaced), so whether the right-hand range is unfrozen or merged
+is the resolver's decision (``engine/merge_resolver.py``), which the
+coordinator asks for at once (``merge_stalled``) when its MERGE did not
+apply. For the same reason a MERGE TRYAGAIN is reported as UNKNOWN: the merge
+may yet be completed by a re-drive.
 """
 
 from __future__ import annotations
@@ -22,7 +27,13 @@ from typing import Protocol
 
 from engine.proposal import Completion, EntryKind, Outcome
 from engine.replica import Replica
-from engine.split_merge import MergeCommand, encode_generation, encode_merge
+from engine.split_merge import (
+    FreezeCommand,
+    MergeCommand,
+    MergeIntent,
+    encode_freeze,
+    encode_merge,
+)
 
 
 class MergeHost(Protocol):
@@ -36,6 +47,10 @@ class MergeHost(Protocol):
         self, rep: Replica, request_id: int, kind: EntryKind, payload: bytes
     ) -> None: ...
 
+    def merge_stalled(self, right_id: int) -> None:
+        """Our MERGE for ``right_id`` did not apply: let the resolver look now."""
+        ...
+
 
 @dataclass(slots=True)
 class _MergeOp:
@@ -46,7 +61,10 @@ class _MergeOp:
     right_generation: int
     freeze_request: int
     merge_proposed: bool = False
-    unfreeze_request: int = 0
+
+    @property
+    def intent(self) -> MergeIntent:
+        return MergeIntent(self.left_id, self.left_generation)
 
 
 class MergeCoordinator:
@@ -70,11 +88,12 @@ class MergeCoordinator:
         self._by_request[op.freeze_request] = op
         self._by_request[request_id] = op
         host.queue_command(rhs, op.freeze_request, EntryKind.FREEZE,
-                           encode_generation(rhs.desc.generation))
+                           encode_freeze(FreezeCommand(rhs.desc.generation, op.intent)))
 
     def freeze_applied(self, host: MergeHost, rep: Replica) -> None:
         op = self._by_right.get(rep.range_id)
-        if op is None or op.merge_proposed or rep.desc.generation != op.right_generation:
+        if op is None or op.merge_proposed or rep.desc.generation != op.right_generation \
+                or rep.merge_intent != op.intent:
             return
         lhs = host.replica(op.left_id)
         if lhs is None:
@@ -99,25 +118,14 @@ class MergeCoordinator:
                     self._finish(op)
                     out.append(replace(c, request_id=op.request_id))
                 continue
-            if c.request_id == op.unfreeze_request:
-                continue
             self._finish(op)
-            if c.outcome in (Outcome.ERROR, Outcome.TRYAGAIN):
-                self._unfreeze(host, op)
-            out.append(c)
+            if c.outcome != Outcome.OK:
+                host.merge_stalled(op.right_id)
+            out.append(replace(c, outcome=Outcome.UNKNOWN)
+                       if c.outcome == Outcome.TRYAGAIN else c)
         return out
 
     def _finish(self, op: _MergeOp) -> None:
         self._by_right.pop(op.right_id, None)
         self._by_request.pop(op.freeze_request, None)
         self._by_request.pop(op.request_id, None)
-
-    def _unfreeze(self, host: MergeHost, op: _MergeOp) -> None:
-        """The merge definitely did not apply: the right-hand range takes writes again."""
-        rhs = host.replica(op.right_id)
-        if rhs is None:
-            return
-        op.unfreeze_request = host.new_request_id()
-        self._by_request[op.unfreeze_request] = op
-        host.queue_command(rhs, op.unfreeze_request, EntryKind.UNFREEZE,
-                           encode_generation(op.right_generation))

@@ -26,15 +26,20 @@ The Store owns IO and the round; a replica owns what is per range:
   entries and only then compacts the log up to it.
 
 Raft snapshot data layout:
-``desc_len:u32 | RangeDescriptor.encode() | frozen:u8 | image``
-(the descriptor travels with the data: membership and key span may have
-changed since the follower last heard).
+``desc_len:u32 | RangeDescriptor.encode() | flags:u8 | [left_id:u64 | left_generation:u64] | image``
+(flags bit 0: frozen; bit 1: the merge intent follows. The descriptor and the
+intent travel with the data: membership, key span and a pending merge may
+have changed since the follower last heard). A received snapshot's image is
+normally not in the data at all but spooled by the Store's receiver
+(``engine/snapshot_stream.py``) and handed to ``install_snapshot`` as a
+re-readable chunk source, so installing never holds a second copy of it.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from itertools import chain
 from typing import Final, Protocol
 
@@ -65,7 +70,8 @@ from engine.raft_log import RaftLogView
 from engine.range_desc import RangeDescriptor
 from engine.snapshot_store import SnapshotRecord, SnapshotStore
 from engine.split_merge import (
-    decode_generation,
+    MergeIntent,
+    decode_freeze,
     decode_merge,
     decode_split,
     merge_refusal,
@@ -97,23 +103,50 @@ class ApplyHooks(Protocol):
 
 
 _U32: Final = struct.Struct("<I")
+_INTENT: Final = struct.Struct("<QQ")
 _READ_CTX: Final = struct.Struct("<Q")
 _CONF_CHANGE = EntryType.CONF_CHANGE
 
 
-def snapshot_prefix(desc: RangeDescriptor, frozen: bool) -> bytes:
+def snapshot_prefix(
+    desc: RangeDescriptor, frozen: bool, intent: MergeIntent | None = None
+) -> bytes:
     raw = desc.encode()
-    return _U32.pack(len(raw)) + raw + bytes((int(frozen),))
+    flags = int(frozen) | (2 if intent is not None else 0)
+    tail = _INTENT.pack(*intent) if intent is not None else b""
+    return _U32.pack(len(raw)) + raw + bytes((flags,)) + tail
 
 
-def encode_snapshot_data(desc: RangeDescriptor, frozen: bool, image: bytes) -> bytes:
-    return snapshot_prefix(desc, frozen) + image
+def encode_snapshot_data(
+    desc: RangeDescriptor, frozen: bool, image: bytes, intent: MergeIntent | None = None
+) -> bytes:
+    return snapshot_prefix(desc, frozen, intent) + image
+
+
+def decode_snapshot_head(
+    data: bytes,
+) -> tuple[RangeDescriptor, bool, MergeIntent | None, int]:
+    """The descriptor, frozen flag and merge intent of snapshot data, and the offset
+    at which its inline image starts."""
+    (n,) = _U32.unpack_from(data)
+    end = _U32.size + n
+    desc = RangeDescriptor.decode(data[_U32.size:end])
+    flags = data[end]
+    end += 1
+    intent = None
+    if flags & 2:
+        intent = MergeIntent(*_INTENT.unpack_from(data, end))
+        end += _INTENT.size
+    return desc, bool(flags & 1), intent, end
 
 
 def decode_snapshot_data(data: bytes) -> tuple[RangeDescriptor, bool, bytes]:
-    (n,) = _U32.unpack_from(data)
-    end = _U32.size + n
-    return RangeDescriptor.decode(data[_U32.size:end]), bool(data[end]), data[end + 1:]
+    desc, frozen, _, end = decode_snapshot_head(data)
+    return desc, frozen, data[end:]
+
+
+#: A re-readable image: each call returns a fresh iterator over the same chunks.
+ImageSource = Callable[[], Iterator[bytes]]
 
 
 def replica_seed(seed: int, node_id: int, range_id: int) -> int:
@@ -125,16 +158,32 @@ class Replica:
     """One range on one store. Every field below is driven by the Store's round."""
 
     __slots__ = (
-        "answer_quiesce", "conf_state", "desc", "frozen", "new_conf_changes",
-        "new_proposals", "new_reads",
-        "node_id", "outgoing_images", "proposals", "quiesced", "range_id", "raw", "reads_by_ctx",
-        "reads_ready", "removed", "sm", "snap_index", "snapshots",
+        "answer_quiesce",
+        "conf_state",
+        "desc",
+        "frozen",
+        "merge_intent",
+        "new_conf_changes",
+        "new_proposals",
+        "new_reads",
+        "node_id",
+        "outgoing_images",
+        "proposals",
+        "quiesced",
+        "range_id",
+        "raw",
+        "reads_by_ctx",
+        "reads_ready",
+        "removed",
+        "sm",
+        "snap_index",
+        "snapshots",
     )
 
     def __init__(
         self, *, node_id: int, desc: RangeDescriptor, sm: StateMachine, log: LogStore,
         snapshots: SnapshotStore, applied: int, conf_state: ConfState, cfg: StoreConfig,
-        frozen: bool = False,
+        frozen: bool = False, merge_intent: MergeIntent | None = None,
     ) -> None:
         self.node_id = node_id
         self.snapshots = snapshots
@@ -150,6 +199,8 @@ class Replica:
         #: Invariant: True from an applied merge FREEZE until an UNFREEZE: no user
         #: command applies and no proposal is accepted.
         self.frozen = frozen
+        #: Invariant: None unless frozen; the FREEZE's intent (engine/merge_resolver.py).
+        self.merge_intent = merge_intent
         #: A conf change removed this node: the Store destroys the replica.
         self.removed = False
         #: Invariant: quiesced replicas are not in the Store's ticking set.
@@ -350,6 +401,9 @@ class Replica:
         self, e: Entry, kind: int, payload: bytes, hooks: ApplyHooks
     ) -> str | None:
         """Apply a split/merge/freeze entry; returns why it was refused (None: applied)."""
+        if self.frozen and kind in (EntryKind.SPLIT, EntryKind.MERGE, EntryKind.FREEZE):
+            # A frozen range's image is final: the merge in flight carries it.
+            return "range is frozen for a merge"
         if kind == EntryKind.SPLIT:
             split = decode_split(payload)
             refusal = split_refusal(self.desc, split)
@@ -363,15 +417,23 @@ class Replica:
             merge = decode_merge(payload)
             refusal = merge_refusal(self.desc, merge)
             if refusal is not None:
+                if merge.left_generation == self.desc.generation:
+                    # Kill the intent: no later MERGE of it may apply (split_merge.py).
+                    self.desc = replace(self.desc, generation=self.desc.generation + 1)
+                    self.save_image(e.index, e.term)
                 return refusal
             right_sm = hooks.new_state_machine(merge.right)
             right_sm.restore((merge.image,))
             self.sm.absorb(right_sm)
             self.desc = self.desc.merge(merge.right)
         elif kind in (EntryKind.FREEZE, EntryKind.UNFREEZE):
-            if decode_generation(payload) != self.desc.generation:
+            cmd = decode_freeze(payload)
+            if cmd.generation != self.desc.generation:
                 return "range changed since the merge was planned"
+            if kind == EntryKind.UNFREEZE and (not self.frozen or cmd.intent != self.merge_intent):
+                return "not frozen for that merge"
             self.frozen = kind == EntryKind.FREEZE
+            self.merge_intent = cmd.intent if self.frozen else None
         else:
             raise AssertionError(f"unknown entry kind {kind} at r{self.range_id}/{e.index}")
         # The range's shape or data changed outside the command stream: make the image
@@ -493,22 +555,30 @@ class Replica:
         streams them when it sees the SNAPSHOT message (``engine/snapshot_stream``)."""
         applied = self.raw.applied
         meta = SnapshotMetadata(applied, self.raw.raft.log.term(applied), self.conf_state)
-        prefix = snapshot_prefix(self.desc, self.frozen)
+        prefix = snapshot_prefix(self.desc, self.frozen, self.merge_intent)
         self.outgoing_images.append(chain((prefix,), self.sm.snapshot()))
         return Snapshot(meta, b"")
 
-    def install_snapshot(self, snap: Snapshot, done: list[Completion]) -> None:
+    def install_snapshot(
+        self, snap: Snapshot, done: list[Completion], image: ImageSource | None = None
+    ) -> None:
         """Adopt a leader's snapshot: restore, then save the image durably (the log
-        store records the snapshot in the round's batch, after this returns)."""
-        desc, frozen, image = decode_snapshot_data(snap.data)
+        store records the snapshot in the round's batch, after this returns). The
+        image comes from ``image`` (a spooled stream, read twice, never joined) or,
+        without it, from the snapshot data itself."""
+        desc, frozen, intent, start = decode_snapshot_head(snap.data)
+        if image is None:
+            inline = snap.data[start:]
+            image = lambda: iter((inline,))  # noqa: E731
         meta = snap.metadata
-        self.sm.restore((image,))
+        self.sm.restore(image())
         self.desc = desc
         self.frozen = frozen
+        self.merge_intent = intent if frozen else None
         self.conf_state = meta.conf_state
         self.snapshots.save(
             SnapshotRecord(self.range_id, meta.index, meta.term, desc, meta.conf_state,
-                           self.frozen), (image,)
+                           self.frozen, self.merge_intent), image()
         )
         self.snap_index = meta.index
         for index in [i for i in self.proposals if i <= meta.index]:
@@ -518,7 +588,8 @@ class Replica:
     def save_image(self, index: int, term: int) -> None:
         """Durably save the state machine as of ``index`` (which it has applied)."""
         self.snapshots.save(
-            SnapshotRecord(self.range_id, index, term, self.desc, self.conf_state, self.frozen),
+            SnapshotRecord(self.range_id, index, term, self.desc, self.conf_state, self.frozen,
+                           self.merge_intent),
             self.sm.snapshot(),
         )
         self.snap_index = index

@@ -63,6 +63,7 @@ def recover(
     return Replica(
         node_id=node_id, desc=rec.descriptor, sm=sm, log=log, snapshots=snapshots,
         applied=rec.index, conf_state=rec.conf_state, cfg=cfg, frozen=rec.frozen,
+        merge_intent=rec.merge_intent,
     )
 
 

@@ -20,9 +20,25 @@ Backends
 (one file per range, written to a temporary name, fsynced, renamed, and the
 directory fsynced: a crash leaves either the old or the new image).
 
-File layout of ``DirSnapshotStore`` (version 1, little-endian)::
+Tombstones
+----------
+A replica removed from this store (a conf change removed it, or a merge
+absorbed its range) leaves a durable tombstone ``range id -> (generation,
+index)``: the descriptor generation it had and the log index at which it was
+removed. The Store drops any snapshot for that range that is not newer
+(``Tombstone.covers``), so a stale leader that has not heard of the removal
+cannot recreate the replica; a later re-add is at a higher log index and
+passes. The tombstone is written *before* the image is removed, so a crash in
+between is resolved at recovery (the image is not newer than the tombstone:
+the leftover is destroyed). ``DirSnapshotStore`` keeps them in an append-only
+file of fixed records ``range_id:u64 | generation:u64 | index:u64 | crc32c:u32``
+(a torn last record is ignored: its removal is redone from the log).
 
-    magic "MRSMSNAP" | version:u8 (=1) | index:u64 | term:u64 | flags:u8 (bit 0: frozen)
+File layout of ``DirSnapshotStore`` images (version 2, little-endian)::
+
+    magic "MRSMSNAP" | version:u8 (=2) | index:u64 | term:u64
+    | flags:u8 (bit 0: frozen, bit 1: a merge intent follows)
+    | [left_id:u64 | left_generation:u64]   (only with flag bit 1)
     | desc_len:u32 | descriptor (RangeDescriptor.encode())
     | conf_len:u32 | conf state (raft_log.encode_conf_state)
     | image_len:u64 | image bytes (the concatenated StateMachine.snapshot() chunks)
@@ -30,6 +46,7 @@ File layout of ``DirSnapshotStore`` (version 1, little-endian)::
 
 The image is streamed into the file chunk by chunk with a running CRC, so a
 large state machine never sits in memory as one string on the write side.
+Version 1 files (no intent, flag bit 1 never set) are still read.
 """
 
 from __future__ import annotations
@@ -45,10 +62,14 @@ import crc32c
 from engine.raft.types import ConfState
 from engine.raft_log import decode_conf_state, encode_conf_state
 from engine.range_desc import RangeDescriptor
+from engine.split_merge import MergeIntent
 
 _MAGIC: Final = b"MRSMSNAP"
-_VERSION: Final = 1
+_VERSION: Final = 2
 _HEAD: Final = struct.Struct("<8sBQQB")
+_INTENT: Final = struct.Struct("<QQ")
+_TOMB: Final = struct.Struct("<QQQ")
+_TOMB_FILE: Final = "tombstones"
 _U32: Final = struct.Struct("<I")
 _U64: Final = struct.Struct("<Q")
 _READ_CHUNK: Final = 1 << 16
@@ -72,6 +93,29 @@ class SnapshotRecord(NamedTuple):
     conf_state: ConfState
     #: The range applied a merge FREEZE and no UNFREEZE (engine/split_merge.py).
     frozen: bool = False
+    #: The intent the FREEZE recorded (None when not frozen, or a version-1 FREEZE).
+    merge_intent: MergeIntent | None = None
+
+
+#: ``Tombstone.index`` of a range absorbed by a merge: its id never lives again.
+MERGED: Final = (1 << 63) - 1
+
+
+class Tombstone(NamedTuple):
+    """A replica removed from this store: its generation and the removal's log index
+    (``MERGED`` when a merge absorbed the range)."""
+
+    generation: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index by design
+
+    @property
+    def gone_for_good(self) -> bool:
+        return self.index == MERGED
+
+    def covers(self, generation: int, index: int) -> bool:
+        """Whether a snapshot of ``(generation, index)`` predates the removal."""
+        return generation < self.generation or (
+            generation == self.generation and index <= self.index)
 
 
 class SnapshotStore(Protocol):
@@ -93,6 +137,12 @@ class SnapshotStore(Protocol):
 
     def remove(self, range_id: int) -> None: ...
 
+    def save_tombstone(self, range_id: int, tomb: Tombstone) -> None:
+        """Durably record that the replica of ``range_id`` was removed here."""
+        ...
+
+    def tombstones(self) -> dict[int, Tombstone]: ...
+
 
 class MemorySnapshotStore:
     """Images kept in a dict; "durable" for as long as the object lives."""
@@ -100,6 +150,7 @@ class MemorySnapshotStore:
     def __init__(self) -> None:
         # Invariant: every value's record.range_id equals its key.
         self._images: dict[int, tuple[SnapshotRecord, bytes]] = {}
+        self._tombs: dict[int, Tombstone] = {}
         self.saves = 0
 
     def save(self, record: SnapshotRecord, chunks: Iterable[bytes]) -> None:
@@ -122,6 +173,12 @@ class MemorySnapshotStore:
     def remove(self, range_id: int) -> None:
         self._images.pop(range_id, None)
 
+    def save_tombstone(self, range_id: int, tomb: Tombstone) -> None:
+        self._tombs[range_id] = tomb
+
+    def tombstones(self) -> dict[int, Tombstone]:
+        return dict(self._tombs)
+
 
 class DirSnapshotStore:
     """One file per range under ``path`` (see the module docstring for the layout)."""
@@ -134,6 +191,8 @@ class DirSnapshotStore:
         for p in self._dir.glob("r*.snap"):
             rec = self._read_header(p)
             self._index[rec.range_id] = rec.index
+        #: Invariant: mirrors the valid records of the tombstone file (last one wins).
+        self._tombs = self._load_tombstones()
 
     def _file(self, range_id: int) -> Path:
         return self._dir / f"r{range_id}.snap"
@@ -144,8 +203,11 @@ class DirSnapshotStore:
         desc = record.descriptor.encode()
         conf = encode_conf_state(record.conf_state)
         with open(tmp, "wb") as f:
+            intent = record.merge_intent
+            flags = int(record.frozen) | (2 if intent is not None else 0)
             head = b"".join((
-                _HEAD.pack(_MAGIC, _VERSION, record.index, record.term, int(record.frozen)),
+                _HEAD.pack(_MAGIC, _VERSION, record.index, record.term, flags),
+                _INTENT.pack(*intent) if intent is not None else b"",
                 _U32.pack(len(desc)), desc, _U32.pack(len(conf)), conf,
             ))
             f.write(head)
@@ -192,6 +254,35 @@ class DirSnapshotStore:
         self._index.pop(range_id, None)
         self._fsync_dir()
 
+    def save_tombstone(self, range_id: int, tomb: Tombstone) -> None:
+        rec = _TOMB.pack(range_id, tomb.generation, tomb.index)
+        with open(self._dir / _TOMB_FILE, "ab") as f:
+            f.write(rec + _U32.pack(crc32c.crc32c(rec)))
+            f.flush()
+            os.fsync(f.fileno())
+        self._tombs[range_id] = tomb
+
+    def tombstones(self) -> dict[int, Tombstone]:
+        return dict(self._tombs)
+
+    def _load_tombstones(self) -> dict[int, Tombstone]:
+        p = self._dir / _TOMB_FILE
+        out: dict[int, Tombstone] = {}
+        if not p.exists():
+            return out
+        raw = p.read_bytes()
+        size = _TOMB.size + _U32.size
+        for pos in range(0, len(raw) - size + 1, size):
+            rec = raw[pos:pos + _TOMB.size]
+            (crc,) = _U32.unpack_from(raw, pos + _TOMB.size)
+            if crc != crc32c.crc32c(rec):
+                if pos + size == len(raw) - len(raw) % size:
+                    break  # a torn last record: that removal is redone from the log
+                raise SnapshotCorrupt(str(p), f"tombstone record at {pos}: bad crc")
+            rid, gen, index = _TOMB.unpack(rec)
+            out[rid] = Tombstone(gen, index)
+        return out
+
     # -- reading ------------------------------------------------------------------------
 
     def _read_header(self, p: Path) -> SnapshotRecord:
@@ -203,8 +294,18 @@ class DirSnapshotStore:
         if len(raw) < _HEAD.size:
             raise SnapshotCorrupt(path, "short header")
         magic, version, index, term, flags = _HEAD.unpack(raw)
-        if magic != _MAGIC or version != _VERSION or flags & ~1:
+        if magic != _MAGIC or version not in (1, _VERSION) or flags & ~3 or (
+            version == 1 and flags & 2
+        ):
             raise SnapshotCorrupt(path, f"bad magic/version/flags {magic!r}/{version}/{flags}")
+        intent = None
+        pos = _HEAD.size
+        if flags & 2:
+            raw_intent = f.read(_INTENT.size)
+            if len(raw_intent) < _INTENT.size:
+                raise SnapshotCorrupt(path, "short merge intent")
+            intent = MergeIntent(*_INTENT.unpack(raw_intent))
+            pos += _INTENT.size
         desc_raw = _read_blob(f, path)
         conf_raw = _read_blob(f, path)
         try:
@@ -212,8 +313,9 @@ class DirSnapshotStore:
             conf = decode_conf_state(conf_raw)
         except ValueError as e:
             raise SnapshotCorrupt(path, str(e)) from e
-        pos = _HEAD.size + 2 * _U32.size + len(desc_raw) + len(conf_raw)
-        return SnapshotRecord(desc.range_id, index, term, desc, conf, bool(flags & 1)), pos
+        pos += 2 * _U32.size + len(desc_raw) + len(conf_raw)
+        return SnapshotRecord(desc.range_id, index, term, desc, conf, bool(flags & 1),
+                              intent), pos
 
     def _verify(self, p: Path) -> tuple[SnapshotRecord, int, int]:
         """Check the whole file's CRC; return the record and the image's offset/length."""

@@ -50,6 +50,21 @@ same over an in-memory network)::
 
 Admin operations (``split``, ``merge``, ``change_replicas``, ``transfer_leader``)
 go through the same rounds; ``node_dead``/``node_alive`` feed node liveness.
+
+Safety nets around replica lifecycles
+-------------------------------------
+- **Merge resolution** (``engine/merge_resolver.py``): every frozen replica
+  is looked at every ``merge_resolve_ticks``; a merge whose coordinator
+  crashed is re-driven by the left-hand leader, and a frozen range is
+  unfrozen only once this store proves no MERGE of its intent can apply.
+- **Tombstones** (``engine/snapshot_store.py``): every replica destroyed
+  here (removed by a conf change, merged away, superseded) leaves a durable
+  tombstone first; snapshots the tombstone covers are dropped, so a stale
+  leader cannot recreate it, and nothing at all is answered for a range
+  merged away here (its zombie leaders step down by check-quorum).
+- **Bounded snapshot receiving** (``engine/snapshot_stream.py``): incoming
+  chunks go to a spool file, and installing restores from it and saves it
+  by streaming it twice: never a joined copy of the image.
 """
 
 from __future__ import annotations
@@ -61,6 +76,7 @@ from typing import cast
 
 from engine.heartbeat import QUIESCE, fan_out
 from engine.merge_coordinator import MergeCoordinator
+from engine.merge_resolver import MergeResolver
 from engine.outbox import NodeBatch, Outbox
 from engine.proposal import Completion, EntryKind, Outcome, PendingRead
 from engine.quiesce import follower_may_quiesce, leader_may_quiesce
@@ -84,7 +100,7 @@ from engine.replica_state import (
     superseded,
     write_initial_state,
 )
-from engine.snapshot_store import SnapshotStore
+from engine.snapshot_store import MERGED, SnapshotStore, Tombstone
 from engine.snapshot_stream import SnapshotReceiver, SnapshotSender, is_chunk
 from engine.split_merge import (
     MergeCommand,
@@ -131,6 +147,7 @@ class StoreStats:
     snapshots_taken: int = 0
     snapshots_installed: int = 0
     snapshot_bytes_out: int = 0
+    dropped_tombstoned: int = 0
 
 
 @dataclass(slots=True)
@@ -191,13 +208,22 @@ class Store:
         self._next_proposal = 1
         self._read_seq = 0
         self._merges = MergeCoordinator()
+        self._resolver = MergeResolver(self.cfg.merge_resolve_ticks)
+        #: Invariant: mirrors ``snapshots.tombstones()`` (range id -> removal).
+        self._tombs = snapshots.tombstones()
         #: Invariant: True between ``begin_round`` and ``finish_round``.
         self._in_flight = False
         for rid in snapshots.range_ids():
-            self._add(recover(node_id, rid, log=log, snapshots=snapshots, sm_factory=sm_factory,
-                              cfg=self.cfg))
+            rep = recover(node_id, rid, log=log, snapshots=snapshots, sm_factory=sm_factory,
+                          cfg=self.cfg)
+            self._add(rep)
+            tomb = self._tombs.get(rid)
+            if tomb is not None and tomb.covers(rep.desc.generation, rep.snap_index):
+                self._destroy(rep, [], tomb)  # the crash hit between tombstone and removal
         for leftover in superseded(self._replicas.values()):
-            self._destroy(leftover, [])
+            # Not MERGED: a stale replica of a range that lives on (split) also loses.
+            self._destroy(leftover, [], Tombstone(leftover.desc.generation,
+                                                  leftover.raw.applied))
 
     # -- replicas ---------------------------------------------------------------------
 
@@ -205,6 +231,7 @@ class Store:
         self._replicas[rep.range_id] = rep
         self._ticking.add(rep.range_id)
         self._dirty.add(rep.range_id)
+        self._resolver.note(rep, self._now)
 
     def bootstrap(self, descs: Iterable[RangeDescriptor], campaign: bool = True) -> int:
         """Create the initial replicas this node holds of ``descs`` (every store of the
@@ -321,6 +348,8 @@ class Store:
                                          b"no right-hand neighbour on this store"))
             return request_id
         refusal = merge_refusal(lhs.desc, MergeCommand(lhs.desc.generation, rhs.desc, b""))
+        if refusal is None and lhs.frozen:
+            refusal = "the left-hand range is itself frozen for a merge"
         if refusal is not None:
             self._done.append(Completion(request_id, Outcome.ERROR, refusal.encode()))
             return request_id
@@ -343,6 +372,11 @@ class Store:
                for c in changes):
             self._done.append(Completion(request_id, Outcome.ERROR,
                                          b"the leader cannot remove itself: transfer first"))
+            return request_id
+        if rep.frozen:
+            # The frozen image carries the replica set the merge was planned with.
+            self._done.append(Completion(request_id, Outcome.TRYAGAIN,
+                                         b"range is frozen for a merge"))
             return request_id
         rep.queue_conf_change(request_id, self._next_proposal, ConfChange(changes))
         self._next_proposal += 1
@@ -411,10 +445,36 @@ class Store:
     def merge_applied(self, lhs: Replica, right: RangeDescriptor) -> None:
         rhs = self._replicas.get(right.range_id)
         if rhs is not None:
-            self._destroy(rhs, self._done)
+            self._destroy(rhs, self._done, Tombstone(rhs.desc.generation, MERGED))
+        elif right.range_id not in self._tombs:
+            self._save_tombstone(right.range_id, Tombstone(right.generation, MERGED))
 
     def freeze_applied(self, rep: Replica, index: int) -> None:
+        self._resolver.note(rep, self._now)
         self._merges.freeze_applied(self, rep)
+
+    def merge_stalled(self, right_id: int) -> None:
+        self._resolver.stalled(right_id, self._now)
+
+    def merge_in_progress(self, right_id: int) -> bool:
+        return self._merges.in_progress(right_id)
+
+    def destroy_merged(self, rep: Replica, done: list[Completion]) -> None:
+        self._destroy(rep, done, Tombstone(rep.desc.generation, MERGED))
+
+    def pull_leadership(self, rep: Replica) -> None:
+        self._wake(rep)
+        rep.raw.transfer_leader(self.node_id)  # a follower forwards it to the leader
+        self._dirty.add(rep.range_id)
+
+    def _save_tombstone(self, range_id: int, tomb: Tombstone) -> None:
+        if self._tombs.get(range_id) != tomb:
+            self._snapshots.save_tombstone(range_id, tomb)
+            self._tombs[range_id] = tomb
+
+    def tombstone(self, range_id: int) -> Tombstone | None:
+        """This store's tombstone for ``range_id`` (None: never removed here)."""
+        return self._tombs.get(range_id)
 
     def new_state_machine(self, desc: RangeDescriptor) -> StateMachine:
         return self._sm_factory(desc)
@@ -529,7 +589,7 @@ class Store:
         if compact:
             self._log.write(compact, sync=False)
         more = self._pump_snapshots()
-        done = self._merges.settle(self, done)
+        done = self._resolver.public(self._merges.settle(self, done))
         more |= bool(self._requests)
         return RoundOutput(self._count(self._outbox.drain()), done, bool(self._dirty) or more)
 
@@ -611,9 +671,17 @@ class Store:
           it overlaps a range of ours, it is dropped: that is a split's right-hand
           side arriving before the split applied here, and the split will create it
           (never a second group for the same keys).
+        - A snapshot that our tombstone for the range covers (it predates our removal)
+          is dropped, and so is everything for a range merged away here.
         - Anything else is dropped.
         """
         self.stats.dropped_unknown_range += 1
+        tomb = self._tombs.get(range_id)
+        if tomb is not None and tomb.gone_for_good:
+            # Merged away here: the id never lives again, so a replica elsewhere that
+            # still runs it gets no answers (and, with check-quorum, steps down).
+            self.stats.dropped_tombstoned += 1
+            return None
         if msg.type == _APPEND:
             self._outbox.add(range_id, Message(_APPEND_RESP, msg.frm, self.node_id, msg.term,
                                                index=msg.index, reject=True))
@@ -626,6 +694,9 @@ class Store:
         if msg.type != _SNAPSHOT or msg.snapshot is None or not msg.snapshot.data:
             return None
         desc, _, _ = decode_snapshot_data(msg.snapshot.data)
+        if tomb is not None and tomb.covers(desc.generation, msg.snapshot.metadata.index):
+            self.stats.dropped_tombstoned += 1
+            return None  # from a leader that has not heard we were removed
         if self.node_id not in desc.replicas or self._overlapping(desc):
             return None
         rep = Replica(
@@ -645,16 +716,21 @@ class Store:
                 out.append(rep)
         return out
 
-    def _destroy(self, rep: Replica, done: list[Completion]) -> None:
-        """Remove a replica and its durable state (image first: a range with no image
-        is not recovered, so a crash in between leaves only unreachable log data)."""
+    def _destroy(self, rep: Replica, done: list[Completion], tomb: Tombstone) -> None:
+        """Remove a replica and its durable state: tombstone first (a crash before the
+        image is gone leaves a replica the tombstone covers: destroyed at recovery),
+        then the image (a range with no image is not recovered, so a crash before the
+        log records are gone leaves only unreachable log data)."""
         rid = rep.range_id
+        self._save_tombstone(rid, tomb)
         rep.fail_all(done)
         del self._replicas[rid]
         self._ticking.discard(rid)
         self._dirty.discard(rid)
         self._busy.discard(rid)
         self._requests.discard(rid)
+        self._resolver.forget(rid)
+        self._receiver.discard(rid)
         self._snapshots.remove(rid)
         wb = WriteBatch()
         wb.remove_range(rid)
@@ -688,6 +764,8 @@ class Store:
                 rep.raw.tick()
                 self._dirty.add(rid)
             self._expire(done)
+            if self._resolver:
+                self._resolver.tick(self, self._now, done)
 
     def _send_quiesce(self, rep: Replica) -> None:
         r = rep.raw.raft
@@ -738,9 +816,16 @@ class Store:
         whether the batch must be fsynced for it."""
         rid = rep.range_id
         if rd.snapshot is not None:
-            rep.install_snapshot(rd.snapshot, done)
+            meta = rd.snapshot.metadata
+            spool = self._receiver.take(rid, meta.index, meta.term)
+            try:
+                rep.install_snapshot(rd.snapshot, done, spool.chunks if spool else None)
+            finally:
+                if spool is not None:
+                    spool.close()
+            self._resolver.note(rep, self._now)
             for other in self._overlapping(rep.desc):
-                self._destroy(other, done)
+                self._destroy(other, done, Tombstone(other.desc.generation, other.raw.applied))
             meta = rd.snapshot.metadata
             wb.set_snapshot(rid, SnapshotMeta(meta.index, meta.term,
                                               encode_conf_state(meta.conf_state)))
@@ -775,7 +860,7 @@ class Store:
         rep.raw.advance(rd)
         rep.serve_reads(done)
         if rep.removed:
-            self._destroy(rep, done)
+            self._destroy(rep, done, Tombstone(rep.desc.generation, rep.raw.applied))
             return
         if rd.committed_entries and rep.maybe_compact(self.cfg.snapshot_entries, compact):
             self.stats.snapshots_taken += 1
@@ -787,7 +872,8 @@ class Store:
         done, self._done = self._done, []
         for rep in self._replicas.values():
             rep.fail_all(done)
-        return done
+        self._receiver.close()
+        return self._resolver.public(done)
 
 
 __all__ = ["RoundInFlight", "RoundOutput", "Store", "StoreStats"]

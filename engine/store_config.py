@@ -31,13 +31,17 @@ class StoreConfig:
     snapshot_bytes_per_round: int = 4 << 20
     #: Max bytes of one raft APPEND message.
     max_size_per_msg: int = 1 << 20
+    #: A frozen range (a merge in progress) is looked at by the merge resolver this
+    #: many ticks after it froze, and again every as many ticks while it stays frozen.
+    merge_resolve_ticks: int = 30
     #: Seeds each replica's election-timeout RNG (combined with node and range id).
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.heartbeat_ticks < 1 or self.election_ticks <= self.heartbeat_ticks:
             raise ValueError("need 1 <= heartbeat_ticks < election_ticks")
-        for name in ("proposal_timeout_ticks", "read_timeout_ticks", "snapshot_bytes_per_round"):
+        for name in ("proposal_timeout_ticks", "read_timeout_ticks", "snapshot_bytes_per_round",
+                     "merge_resolve_ticks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.snapshot_entries < 0:

@@ -45,13 +45,6 @@ def test_bad_config_exits_2_names_the_key_and_writes_nothing(tmp_path: Path) -> 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["n1.toml"]
 
 
-def test_good_config_node_says_service_not_built(tmp_path: Path) -> None:
-    r = cli("node", "--config", str(REPO / "ops" / "cluster-3" / "n2.toml"), cwd=tmp_path)
-    assert r.returncode == 1
-    assert "is valid (node 2, 2 workers)" in r.stderr and "not built yet" in r.stderr
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_config_check_and_sample(tmp_path: Path) -> None:
     r = cli("config", "sample")
     assert r.returncode == 0 and r.stdout == sample_toml()
@@ -127,5 +120,3 @@ def test_unreachable_admin_exits_3() -> None:
 def test_up_validates_its_layout(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_main(capsys, "up", "--nodes", "0")
     assert code == 2 and "nodes: must be >= 1, got 0" in err
-    code, _, err = run_main(capsys, "up", "--nodes", "2", "--dir", "somewhere")
-    assert code == 1 and "n2 resp 127.0.0.1:6402" in err and "not built yet" in err

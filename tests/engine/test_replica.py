@@ -7,8 +7,22 @@ from engine.kv_codec import Put, decode_result, encode_command
 from engine.proposal import Completion, EntryKind, Outcome, PendingRead, wrap
 from engine.raft.types import Entry
 from engine.range_desc import RangeDescriptor
-from engine.replica import decode_snapshot_data, encode_snapshot_data, replica_seed
+from engine.replica import (
+    decode_snapshot_data,
+    decode_snapshot_head,
+    encode_snapshot_data,
+    replica_seed,
+)
 from engine.snapshot_store import MemorySnapshotStore
+from engine.split_merge import (
+    FreezeCommand,
+    MergeCommand,
+    MergeIntent,
+    SplitCommand,
+    encode_freeze,
+    encode_merge,
+    encode_split,
+)
 from engine.store import Store
 from logstore.factory import open_log_store
 
@@ -81,3 +95,63 @@ def test_a_read_whose_key_moved_away_is_a_mismatch() -> None:
     rep.serve_reads(done)
     assert done == [Completion(1, Outcome.MISMATCH, descriptor=narrow)]
     assert [r.request_id for r in rep.reads_ready] == [2], "still waiting for apply"
+
+
+def run_command(s: Store, rid: int, kind: EntryKind, payload: bytes) -> Completion:
+    rep = s.replica(rid)
+    assert rep is not None
+    req = s.new_request_id()
+    s.queue_command(rep, req, kind, payload)
+    for _ in range(5):
+        for c in s.process().completions:
+            if c.request_id == req:
+                return c
+    raise AssertionError("the command never completed")
+
+
+def test_freeze_records_its_intent_and_a_frozen_range_is_final() -> None:
+    """A frozen range refuses another FREEZE, splits and merges (its image is final);
+    only the UNFREEZE of its own intent unfreezes it."""
+    s = single_node_store()
+    rep = s.replica(3)
+    assert rep is not None
+    intent = MergeIntent(9, 4)
+    freeze = encode_freeze(FreezeCommand(DESC.generation, intent))
+    assert run_command(s, 3, EntryKind.FREEZE, freeze).outcome == Outcome.OK
+    assert rep.frozen and rep.merge_intent == intent
+    other = encode_freeze(FreezeCommand(DESC.generation, MergeIntent(9, 5)))
+    for kind, payload in (
+        (EntryKind.FREEZE, other),
+        (EntryKind.SPLIT, encode_split(SplitCommand(50, DESC.generation, b"m"))),
+        (EntryKind.UNFREEZE, other),
+    ):
+        got = run_command(s, 3, kind, payload)
+        assert got.outcome == Outcome.ERROR, kind
+    assert rep.frozen and rep.merge_intent == intent and rep.desc == DESC
+    assert run_command(s, 3, EntryKind.UNFREEZE, freeze).outcome == Outcome.OK
+    assert not rep.frozen and rep.merge_intent is None
+
+
+def test_a_merge_refused_at_its_planned_generation_kills_the_intent() -> None:
+    """Refused for differing replica sets at the planned generation: the left-hand
+    generation moves, so no MERGE of that intent can ever apply later."""
+    s = single_node_store()
+    rep = s.replica(3)
+    assert rep is not None
+    left = RangeDescriptor(range_id=3, start_key=b"", end_key=b"m", voters=(1,))
+    rep.desc = left
+    right = RangeDescriptor(range_id=4, start_key=b"m", end_key=b"", voters=(1, 2))
+    cmd = encode_merge(MergeCommand(left.generation, right, b""))
+    got = run_command(s, 3, EntryKind.MERGE, cmd)
+    assert got.outcome == Outcome.ERROR and b"replica sets differ" in got.result
+    assert rep.desc.generation == left.generation + 1
+    same = RangeDescriptor(range_id=4, start_key=b"m", end_key=b"", voters=(1,))
+    late = encode_merge(MergeCommand(left.generation, same, b""))
+    assert run_command(s, 3, EntryKind.MERGE, late).outcome == Outcome.ERROR
+    assert rep.desc.end_key == b"m", "the dead intent's MERGE did not apply"
+
+
+def test_snapshot_data_carries_the_merge_intent() -> None:
+    data = encode_snapshot_data(DESC, True, b"image", MergeIntent(7, 2))
+    assert decode_snapshot_head(data)[:3] == (DESC, True, MergeIntent(7, 2))
+    assert decode_snapshot_data(data) == (DESC, True, b"image")

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import crc32c
 import pytest
 
 from engine.raft.types import ConfState
 from engine.range_desc import RangeDescriptor
 from engine.snapshot_store import (
+    MERGED,
     DirSnapshotStore,
     MemorySnapshotStore,
     SnapshotCorrupt,
     SnapshotRecord,
     SnapshotStore,
+    Tombstone,
 )
+from engine.split_merge import MergeIntent
 
 DESC = RangeDescriptor(range_id=7, start_key=b"a", end_key=b"m", voters=(1, 2, 3), generation=2)
 CONF = ConfState(voters=(1, 2, 3), learners=(4,))
@@ -74,3 +78,43 @@ def test_dir_store_ignores_a_leftover_temporary_file(tmp_path: Path) -> None:
     again = DirSnapshotStore(tmp_path)
     got = again.load(7)
     assert got is not None and b"".join(got[1]) == b"old"
+
+
+def test_frozen_image_keeps_its_merge_intent(store: SnapshotStore, tmp_path: Path) -> None:
+    frozen = rec(9)._replace(frozen=True, merge_intent=MergeIntent(3, 11))
+    store.save(frozen, [b"img"])
+    got = store.load(7)
+    assert got is not None and got[0] == frozen
+    if isinstance(store, DirSnapshotStore):
+        again = DirSnapshotStore(tmp_path).load(7)
+        assert again is not None and again[0] == frozen and b"".join(again[1]) == b"img"
+
+
+def test_tombstones_are_durable_last_one_wins(store: SnapshotStore, tmp_path: Path) -> None:
+    assert store.tombstones() == {}
+    store.save_tombstone(7, Tombstone(2, 40))
+    store.save_tombstone(8, Tombstone(1, MERGED))
+    store.save_tombstone(7, Tombstone(3, 90))
+    want = {7: Tombstone(3, 90), 8: Tombstone(1, MERGED)}
+    assert store.tombstones() == want
+    assert want[8].gone_for_good and not want[7].gone_for_good
+    assert want[7].covers(3, 90) and want[7].covers(2, 500) and not want[7].covers(3, 91)
+    assert not want[7].covers(4, 1)
+    if isinstance(store, DirSnapshotStore):
+        assert DirSnapshotStore(tmp_path).tombstones() == want
+        with open(tmp_path / "tombstones", "ab") as f:
+            f.write(b"\x01\x02\x03")  # a torn append
+        assert DirSnapshotStore(tmp_path).tombstones() == want
+
+
+def test_dir_store_reads_version_1_images(tmp_path: Path) -> None:
+    """Files written before merge intents existed (version 1) still load."""
+    s = DirSnapshotStore(tmp_path)
+    s.save(rec(5), [b"old"])
+    p = tmp_path / "r7.snap"
+    raw = bytearray(p.read_bytes())
+    raw[8] = 1  # the version byte; no intent flag, so the layout is version 1's
+    raw[-4:] = crc32c.crc32c(bytes(raw[:-4])).to_bytes(4, "little")
+    p.write_bytes(bytes(raw))
+    got = DirSnapshotStore(tmp_path).load(7)
+    assert got is not None and got[0] == rec(5) and b"".join(got[1]) == b"old"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import tracemalloc
+from collections.abc import Iterator
+
 import pytest
 
 from engine.kv import KVStateMachine
@@ -35,8 +39,55 @@ def test_budget_bounds_each_round_and_receiver_reassembles() -> None:
         if finished:
             assert finished == [(7, 2)]
     assert rounds == 4
-    assert whole is not None and whole.snapshot == Snapshot(META, b"".join(chunks))
+    # The message carries chunk 0 (the descriptor prefix); the rest waits spooled.
+    assert whole is not None and whole.snapshot == Snapshot(META, chunks[0])
     assert not is_chunk(whole) and len(rx) == 0
+    assert rx.take(7, META.index, META.term + 1) is None, "another snapshot's spool"
+    spool = rx.take(7, META.index, META.term)
+    assert spool is not None
+    assert b"".join(spool.chunks()) == b"".join(chunks[1:])
+    assert b"".join(spool.chunks()) == b"".join(chunks[1:]), "re-readable"
+    spool.close()
+    assert rx.take(7, META.index, META.term) is None, "taken once"
+
+
+@pytest.mark.timeout(60)
+def test_receiver_memory_is_bounded_by_a_few_chunks_not_the_image() -> None:
+    """A 24 MiB image in 64 KiB chunks: the receiver's peak allocation (chunks,
+    spool, read-back) stays under 1 MiB, and the image read back is intact."""
+    chunk, n = 64 << 10, 384
+    want = hashlib.sha256()
+
+    def image() -> Iterator[bytes]:
+        yield b"prefix"
+        for i in range(n):
+            block = i.to_bytes(4, "little") * (chunk // 4)
+            want.update(block)
+            yield block
+
+    tx, rx = SnapshotSender(), SnapshotReceiver()
+    tx.start(7, TEMPLATE, image())
+    tracemalloc.start()
+    try:
+        whole = None
+        while tx:
+            out, _ = tx.pump(4 * chunk)
+            for rid, m in out:
+                whole = rx.add(rid, m) or whole
+            del out
+        assert whole is not None and whole.snapshot is not None
+        spool = rx.take(7, META.index, META.term)
+        assert spool is not None and spool.size == chunk * n
+        got = hashlib.sha256()
+        for block in spool.chunks():
+            got.update(block)
+        spool.close()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert got.digest() == want.digest()
+    assert whole.snapshot.data == b"prefix"
+    assert peak < 1 << 20, f"receiver peak {peak} bytes for a {chunk * n}-byte image"
 
 
 def test_a_gap_discards_the_stream() -> None:

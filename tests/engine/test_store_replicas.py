@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from engine.kv import KVStateMachine
 from engine.kv_codec import Put, encode_command
+from engine.outbox import NodeBatch
 from engine.proposal import Completion, Outcome
-from engine.raft.types import ConfChangeSingle, ConfChangeType
+from engine.raft.types import ConfChangeSingle, ConfChangeType, Message, MessageType, Snapshot
 from engine.range_desc import RangeDescriptor
 from engine.testing.cluster import Cluster
 
@@ -88,3 +93,52 @@ def test_transfer_leadership() -> None:
         if c.leader_of(1) == target:
             break
     assert c.leader_of(1) == target
+
+
+def stale_snapshot(c: Cluster, leader: int, to: int) -> Message:
+    """The SNAPSHOT the leader of range 1 would send ``to`` right now (kept to be
+    delivered later, when it is stale)."""
+    rep = c.stores[leader].replica(1)
+    assert rep is not None
+    snap = rep.raft_snapshot()
+    data = b"".join(rep.outgoing_images.pop())
+    return Message(MessageType.SNAPSHOT, to, leader, rep.raw.term,
+                   snapshot=Snapshot(snap.metadata, data))
+
+
+@pytest.mark.timeout(30)
+def test_a_removed_replica_is_not_recreated_by_a_stale_snapshot(tmp_path: Path) -> None:
+    c = Cluster(3, seed=47, backend="segmented", path=str(tmp_path))
+    c.bootstrap([RangeDescriptor(range_id=1, start_key=b"", end_key=b"", voters=(1, 2, 3))])
+    c.elect_all()
+    leader = c.leader_of(1)
+    assert leader is not None
+    victim = next(n for n in (1, 2, 3) if n != leader)
+    for k in (b"a", b"b"):
+        req = c.stores[leader].propose(1, encode_command(Put(k, k)), keys=[k])
+        assert do(c, leader, req).outcome == Outcome.OK
+    stale = stale_snapshot(c, leader, victim)
+    remove = c.stores[leader].change_replicas(
+        1, [ConfChangeSingle(ConfChangeType.REMOVE_NODE, victim)])
+    assert do(c, leader, remove).outcome == Outcome.OK
+    c.run(5)
+    assert c.stores[victim].replica(1) is None
+    tomb = c.stores[victim].tombstone(1)
+    assert tomb is not None and tomb.index >= stale.snapshot.metadata.index  # type: ignore[union-attr]
+    for restart in (False, True):
+        if restart:  # the tombstone is durable
+            c.crash(victim)
+            c.restart(victim)
+        s = c.stores[victim]
+        s.deliver(NodeBatch(messages=[(1, stale)]))
+        s.process()
+        assert s.replica(1) is None, f"recreated from a stale snapshot (restart={restart})"
+        assert s.stats.dropped_tombstoned == 1
+    # Re-adding the node later works: its snapshot is newer than the tombstone.
+    add = c.stores[leader].change_replicas(
+        1, [ConfChangeSingle(ConfChangeType.ADD_VOTER, victim)])
+    assert do(c, leader, add).outcome == Outcome.OK
+    c.run(20)
+    assert keys_of(c, victim, 1) == [b"a", b"b"]
+    for n in c.stores:
+        c.logs[n].close()

@@ -13,7 +13,7 @@ import pytest
 
 from engine.raft.testing.chain import LogChain, decode_state, encode_state, fold
 from engine.raft.testing.invariants import InvariantChecker, InvariantViolation
-from engine.raft.types import Entry, HardState
+from engine.raft.types import ConfState, Entry, HardState
 
 
 def ents(*spec: tuple[int, int, bytes]) -> list[Entry]:
@@ -162,3 +162,17 @@ def test_completeness_waits_for_a_durable_log() -> None:
         c.on_leader(3, 2, None)
     with violated("leader completeness"):
         c.on_leader(2, 2, LogChain())
+
+
+def test_nodes_must_agree_on_membership() -> None:
+    boot = ConfState(voters=(1, 2, 3))
+    c = InvariantChecker(bootstrap=(1, 1, 0), bootstrap_conf=boot)
+    after = ConfState(voters=(1, 2, 3), learners=(4,))
+    c.on_conf_change(1, 5, after)
+    c.on_conf_change(2, 5, after)
+    with violated("membership agreement"):
+        c.on_conf_change(3, 5, ConfState(voters=(1, 2, 3, 4)))
+    c.check_snapshot_conf(1, 4, boot)  # before the change: the bootstrap membership
+    c.check_snapshot_conf(1, 9, after)
+    with violated("snapshot membership"):
+        c.check_snapshot_conf(2, 7, boot)

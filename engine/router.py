@@ -1,0 +1,259 @@
+"""``Router``: the node's ``KVBackend`` — key -> range -> leader, with bounded retries.
+
+Theory of operation
+-------------------
+A command is cut per range (``MGET``/``DEL``/``EXISTS``/``MSET`` by key,
+``RANGE`` over the ranges it spans in key order, ``DBSIZE`` over all), each
+piece is encoded once and handed to ``submit(desc, command)``, which the node
+implements: run it on the local worker holding the leader, or forward it to
+the leader's node. The answer is one of the ``Outcome``s of
+``engine.proposal``:
+
+- ``OK``: decode the result; a ``RANGE_KEY_MISMATCH`` error result means the
+  directory is stale: retry;
+- ``MISMATCH``: learn the descriptor it carries, retry (nothing applied);
+- ``TRYAGAIN``: remember the leader hint, back off briefly, retry;
+- ``UNKNOWN``: ``Timeout`` at once — retrying could apply a write twice;
+- ``ERROR``: ``BadRequest``.
+
+A key in a gap of the directory (the left half of a split is known, the right
+half not yet) waits for the directory to be filled, within the same bound.
+
+After ``max_attempts`` the client gets ``TryAgain`` (nothing was applied by
+any attempt, or we would have stopped with ``Timeout``).
+
+Pieces of a pipelined batch that touch the same range run in order; the
+pieces of one batch run concurrently otherwise (the backend contract allows
+it: the client has seen none of their replies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+from engine.client_errors import BadRequest, ClientError, Timeout, TryAgain
+from engine.kv_codec import (
+    Cas,
+    Command,
+    Count,
+    Delete,
+    Error,
+    ErrorKind,
+    Exists,
+    Get,
+    IncrBy,
+    Int,
+    KVCodecError,
+    MGet,
+    MSet,
+    Ok,
+    Pairs,
+    Put,
+    Result,
+    Scan,
+    Values,
+    decode_result,
+    encode_command,
+)
+from engine.proposal import Outcome as ReqOutcome
+from engine.range_desc import RangeDescriptor
+from engine.range_directory import RangeDirectory
+from engine.resp.backend import Outcome
+from engine.worker_protocol import unpack_status
+from transport import ClientResponse
+
+#: How the node runs one encoded command on one range.
+Submit = Callable[[RangeDescriptor, bytes], Awaitable[ClientResponse]]
+
+
+class Router:
+    """A ``KVBackend`` over the node's directory and ``submit`` (module docstring)."""
+
+    def __init__(
+        self, directory: RangeDirectory, submit: Submit, *, max_attempts: int = 20,
+        backoff: float = 0.025,
+    ) -> None:
+        self._dir = directory
+        self._submit = submit
+        self._max_attempts = max_attempts
+        self._backoff = backoff
+
+    async def execute(self, cmd: Command, *, stale: bool = False) -> Result:
+        return await self._execute(cmd)
+
+    async def execute_many(
+        self, cmds: Sequence[Command], *, stale: bool = False
+    ) -> list[Outcome]:
+        """Commands run in order per range: a batch is executed one command after the
+        other when two of them share a key's range, all at once otherwise."""
+        if len(cmds) == 1:
+            return [await self._outcome(cmds[0])]
+        ranges: list[set[int]] = [self._ranges_of(c) for c in cmds]
+        seen: set[int] = set()
+        disjoint = True
+        for r in ranges:
+            if r & seen or not r:
+                disjoint = False
+                break
+            seen |= r
+        if disjoint:
+            return list(await asyncio.gather(*(self._outcome(c) for c in cmds)))
+        return [await self._outcome(c) for c in cmds]
+
+    def _ranges_of(self, cmd: Command) -> set[int]:
+        keys: tuple[bytes, ...]
+        if isinstance(cmd, (Get, Put, Cas, IncrBy)):
+            keys = (cmd.key,)
+        elif isinstance(cmd, (MGet, Exists, Delete)):
+            keys = cmd.keys
+        elif isinstance(cmd, MSet):
+            keys = tuple(k for k, _ in cmd.pairs)
+        else:
+            return set()
+        out = set()
+        for k in keys:
+            d = self._dir.lookup(k)
+            out.add(d.range_id if d is not None else 0)
+        return out
+
+    async def _outcome(self, cmd: Command) -> Outcome:
+        try:
+            return await self._execute(cmd)
+        except ClientError as e:
+            return e
+
+    async def _execute(self, cmd: Command) -> Result:
+        if isinstance(cmd, (Get, Put, Cas, IncrBy)):
+            return await self._on_key(cmd.key, cmd)
+        if isinstance(cmd, MGet):
+            return await self._mget(cmd.keys)
+        if isinstance(cmd, (Exists, Delete)):
+            return await self._count_keys(cmd)
+        if isinstance(cmd, MSet):
+            return await self._mset(cmd)
+        if isinstance(cmd, Scan):
+            return await self._scan(cmd)
+        assert isinstance(cmd, Count)
+        return await self._count_all()
+
+    # -- multi-range commands -------------------------------------------------------------
+
+    def _group(self, keys: Sequence[bytes]) -> dict[bytes, list[int]]:
+        """Positions of ``keys`` grouped by their range's first key (a stand-in group
+        key: the pieces are re-routed one by one anyway)."""
+        groups: dict[bytes, list[int]] = {}
+        for i, k in enumerate(keys):
+            d = self._dir.lookup(k)
+            groups.setdefault(d.start_key if d is not None else k, []).append(i)
+        return groups
+
+    async def _mget(self, keys: tuple[bytes, ...]) -> Result:
+        values: list[bytes | None] = [None] * len(keys)
+        groups = list(self._group(keys).values())
+        results = await asyncio.gather(*(
+            self._on_key(keys[idx[0]], MGet(tuple(keys[i] for i in idx))) for idx in groups))
+        for idx, res in zip(groups, results, strict=True):
+            if isinstance(res, Error):
+                return res
+            assert isinstance(res, Values)
+            for i, v in zip(idx, res.values, strict=True):
+                values[i] = v
+        return Values(tuple(values))
+
+    async def _count_keys(self, cmd: Exists | Delete) -> Result:
+        groups = list(self._group(cmd.keys).values())
+        kind = type(cmd)
+        results = await asyncio.gather(*(
+            self._on_key(cmd.keys[idx[0]], kind(tuple(cmd.keys[i] for i in idx)))
+            for idx in groups))
+        total = 0
+        for res in results:
+            if isinstance(res, Error):
+                return res
+            assert isinstance(res, Int)
+            total += res.value
+        return Int(total)
+
+    async def _mset(self, cmd: MSet) -> Result:
+        keys = tuple(k for k, _ in cmd.pairs)
+        groups = list(self._group(keys).values())
+        results = await asyncio.gather(*(
+            self._on_key(keys[idx[0]], MSet(tuple(cmd.pairs[i] for i in idx)))
+            for idx in groups))
+        for res in results:
+            if isinstance(res, Error):
+                return res
+        return Ok()
+
+    async def _scan(self, cmd: Scan) -> Result:
+        pairs: list[tuple[bytes, bytes]] = []
+        start = cmd.start
+        while cmd.limit is None or len(pairs) < cmd.limit:
+            d = self._dir.lookup(start)
+            if d is None:
+                raise TryAgain(f"no range known for key {start!r}")
+            end = d.end_key if not cmd.end or (d.end_key and d.end_key < cmd.end) else cmd.end
+            limit = None if cmd.limit is None else cmd.limit - len(pairs)
+            res = await self._on_key(start, Scan(start, end, limit))
+            if isinstance(res, Error):
+                return res
+            assert isinstance(res, Pairs)
+            pairs.extend(res.pairs)
+            if not d.end_key or (cmd.end and d.end_key >= cmd.end):
+                break
+            start = d.end_key
+        return Pairs(tuple(pairs))
+
+    async def _count_all(self) -> Result:
+        descs = self._dir.all()
+        results = await asyncio.gather(*(self._on_key(d.start_key, Count()) for d in descs))
+        total = 0
+        for res in results:
+            if isinstance(res, Error):
+                return res
+            assert isinstance(res, Int)
+            total += res.value
+        return Int(total)
+
+    # -- one range ------------------------------------------------------------------------
+
+    async def _on_key(self, key: bytes, cmd: Command) -> Result:
+        """Run ``cmd`` (whose keys all lie in ``key``'s range) with bounded retries."""
+        try:
+            raw = encode_command(cmd)
+        except KVCodecError as e:
+            raise BadRequest(str(e)) from e
+        for attempt in range(self._max_attempts):
+            desc = self._dir.lookup(key)
+            if desc is None:
+                # A gap: a split's left half was learnt before its right half (the
+                # workers' reports fill it in); nothing was sent, so waiting is safe.
+                await asyncio.sleep(self._backoff * (1 + min(attempt, 8)))
+                continue
+            resp = await self._submit(desc, raw)
+            outcome, hint = unpack_status(resp.status)
+            if outcome == ReqOutcome.OK:
+                res = decode_result(resp.payload)
+                if isinstance(res, Error) and res.kind == ErrorKind.RANGE_KEY_MISMATCH:
+                    self._dir.set_leader(desc.range_id, None)
+                    await asyncio.sleep(self._backoff)
+                    continue
+                return res
+            if outcome == ReqOutcome.MISMATCH:
+                if resp.payload:
+                    self._dir.update(RangeDescriptor.decode(resp.payload))
+                else:
+                    self._dir.set_leader(desc.range_id, None)
+                await asyncio.sleep(self._backoff * min(attempt, 4))
+                continue
+            if outcome == ReqOutcome.TRYAGAIN:
+                known = self._dir.leader(desc.range_id)
+                self._dir.set_leader(desc.range_id, hint or None)
+                if not hint or hint == known:
+                    await asyncio.sleep(self._backoff * (1 + min(attempt, 8)))
+                continue
+            if outcome == ReqOutcome.UNKNOWN:
+                raise Timeout("the outcome of the command is unknown")
+            raise BadRequest(resp.payload.decode("utf-8", "replace"))
+        raise TryAgain("no leader found for the range; retry")
