@@ -35,14 +35,12 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Iterable
 from concurrent.futures import Future
 from pathlib import Path
 
 import rocksdict  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
 from logstore.errors import (
-    Closed,
     Compacted,
     Corruption,
     InvalidArgument,
@@ -50,6 +48,7 @@ from logstore.errors import (
     Unavailable,
 )
 from logstore.protocol import HardState, LogEntry, PurgeResult, SnapshotMeta, WriteBatch
+from logstore.range_meta import NO_RANGE, MetaReads, RangeMeta
 from logstore.rules import (
     ENTRY_OVERHEAD,
     Append,
@@ -81,18 +80,10 @@ def _mkey(rid: int) -> bytes:
     return b"m" + _RID.pack(rid)
 
 
-class _Meta:
-    """A range's metadata as of the last submitted batch."""
+class _Meta(RangeMeta):
+    """A range's metadata, with how rocksdb persists it."""
 
-    __slots__ = ("first", "hard_state", "last", "prev_term", "snapshot")
-
-    def __init__(self, first: int = 1, last: int = 0, prev_term: int = 0) -> None:
-        # Invariant: first - 1 <= last; prev_term == term(first - 1).
-        self.first = first
-        self.last = last
-        self.prev_term = prev_term
-        self.hard_state: HardState | None = None
-        self.snapshot: SnapshotMeta | None = None
+    __slots__ = ()
 
     def encode(self) -> bytes:
         flags = (_HAS_HS if self.hard_state else 0) | (_HAS_SNAP if self.snapshot else 0)
@@ -118,11 +109,10 @@ class _Meta:
         return m
 
 
-_NO_RANGE = _Meta()
-
-
-class RocksdbLogStore:
+class RocksdbLogStore(MetaReads):
     """A ``LogStore`` in a RocksDB at directory ``path``. Takes no options."""
+
+    BACKEND = "rocksdb"
 
     def __init__(self, path: str | Path, **options: object) -> None:
         if options:
@@ -244,7 +234,7 @@ class RocksdbLogStore:
     # -- planner view (logstore.rules.BaseView); called with the lock held ------
 
     def bounds(self, range_id: int) -> tuple[int, int, int]:
-        m = self._meta.get(range_id, _NO_RANGE)
+        m = self._meta.get(range_id, NO_RANGE)
         return m.first, m.last, m.prev_term
 
     def base_term(self, range_id: int, index: int) -> int:
@@ -260,7 +250,7 @@ class RocksdbLogStore:
     ) -> list[LogEntry]:
         with self._lock:
             self._check_usable()
-            m = self._meta.get(range_id, _NO_RANGE)
+            m = self._meta.get(range_id, NO_RANGE)
             if lo < m.first:
                 raise Compacted(f"range {range_id}: index {lo} compacted (first is {m.first})")
             if hi > m.last + 1:
@@ -284,43 +274,6 @@ class RocksdbLogStore:
                 it.next()
             del it
             return limit_size(out, max_bytes)
-
-    def term(self, range_id: int, index: int) -> int:
-        with self._lock:
-            self._check_usable()
-            m = self._meta.get(range_id, _NO_RANGE)
-            if index < m.first - 1:
-                raise Compacted(f"range {range_id}: index {index} compacted (first is {m.first})")
-            if index > m.last:
-                raise Unavailable(f"range {range_id}: index {index} beyond last {m.last}")
-            if index == m.first - 1:
-                return m.prev_term
-            return self.base_term(range_id, index)
-
-    def first_index(self, range_id: int) -> int:
-        with self._lock:
-            self._check_usable()
-            return self._meta.get(range_id, _NO_RANGE).first
-
-    def last_index(self, range_id: int) -> int:
-        with self._lock:
-            self._check_usable()
-            return self._meta.get(range_id, _NO_RANGE).last
-
-    def hard_state(self, range_id: int) -> HardState | None:
-        with self._lock:
-            self._check_usable()
-            return self._meta.get(range_id, _NO_RANGE).hard_state
-
-    def snapshot_meta(self, range_id: int) -> SnapshotMeta | None:
-        with self._lock:
-            self._check_usable()
-            return self._meta.get(range_id, _NO_RANGE).snapshot
-
-    def range_ids(self) -> Iterable[int]:
-        with self._lock:
-            self._check_usable()
-            return list(self._meta)
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -348,12 +301,6 @@ class RocksdbLogStore:
         del self._db
         with self._lock:
             self._meta = {}
-
-    def _check_usable(self) -> None:
-        if self._closed:
-            raise Closed("rocksdb log store is closed")
-        if self._failure is not None:
-            raise LogStoreError(f"rocksdb log store failed: {self._failure}")
 
     # -- the syncer thread ------------------------------------------------------
 

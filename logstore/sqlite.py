@@ -68,7 +68,6 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from logstore.errors import (
-    Closed,
     Compacted,
     Corruption,
     InvalidArgument,
@@ -76,6 +75,7 @@ from logstore.errors import (
     Unavailable,
 )
 from logstore.protocol import HardState, LogEntry, PurgeResult, SnapshotMeta, WriteBatch
+from logstore.range_meta import NO_RANGE, MetaReads, RangeMeta
 from logstore.rules import (
     ENTRY_OVERHEAD,
     Append,
@@ -154,18 +154,10 @@ def _from_sql(value: int) -> int:
     return value + _I64_SPAN if value < 0 else value
 
 
-class _Meta:
-    """A range's metadata as of the last submitted batch."""
+class _Meta(RangeMeta):
+    """A range's metadata, with how sqlite persists it."""
 
-    __slots__ = ("first", "hard_state", "last", "prev_term", "snapshot")
-
-    def __init__(self, first: int = 1, last: int = 0, prev_term: int = 0) -> None:
-        # Invariant: first - 1 <= last; prev_term == term(first - 1).
-        self.first = first
-        self.last = last
-        self.prev_term = prev_term
-        self.hard_state: HardState | None = None
-        self.snapshot: SnapshotMeta | None = None
+    __slots__ = ()
 
     def row(self, range_id: int) -> tuple[object, ...]:
         hs, snap = self.hard_state, self.snapshot
@@ -176,9 +168,6 @@ class _Meta:
             *(hs if hs is not None else (None, None, None)),
             *(snap if snap is not None else (None, None, None)),
         )
-
-
-_NO_RANGE = _Meta()
 
 
 class _Overlay:
@@ -216,12 +205,14 @@ class _Job:
             self.stmts.append((sql, list(rows)))
 
 
-class SqliteLogStore:
+class SqliteLogStore(MetaReads):
     """A ``LogStore`` in ``<path>/raftlog.sqlite3`` (``path`` is a directory).
 
     Options: ``page_size``, ``cache_kib``, ``wal_autocheckpoint``,
     ``max_group`` (see ``_DEFAULTS``); any other option is an ``InvalidArgument``.
     """
+
+    BACKEND = "sqlite"
 
     def __init__(self, path: str | os.PathLike[str], **options: object) -> None:
         opts = _parse_options(options)
@@ -348,7 +339,7 @@ class SqliteLogStore:
     # -- planner view (logstore.rules.BaseView); called with the lock held ------
 
     def bounds(self, range_id: int) -> tuple[int, int, int]:
-        m = self._meta.get(range_id, _NO_RANGE)
+        m = self._meta.get(range_id, NO_RANGE)
         return m.first, m.last, m.prev_term
 
     def base_term(self, range_id: int, index: int) -> int:
@@ -367,7 +358,7 @@ class SqliteLogStore:
     ) -> list[LogEntry]:
         with self._lock:
             self._check_usable()
-            m = self._meta.get(range_id, _NO_RANGE)
+            m = self._meta.get(range_id, NO_RANGE)
             if lo < m.first:
                 raise Compacted(f"range {range_id}: index {lo} compacted (first is {m.first})")
             if hi > m.last + 1:
@@ -403,43 +394,6 @@ class SqliteLogStore:
             raise Corruption(f"range {range_id}: entry {lo + len(out)} missing from the database")
         return out
 
-    def term(self, range_id: int, index: int) -> int:
-        with self._lock:
-            self._check_usable()
-            m = self._meta.get(range_id, _NO_RANGE)
-            if index < m.first - 1:
-                raise Compacted(f"range {range_id}: index {index} compacted (first is {m.first})")
-            if index > m.last:
-                raise Unavailable(f"range {range_id}: index {index} beyond last {m.last}")
-            if index == m.first - 1:
-                return m.prev_term
-            return self.base_term(range_id, index)
-
-    def first_index(self, range_id: int) -> int:
-        with self._lock:
-            self._check_usable()
-            return self._meta.get(range_id, _NO_RANGE).first
-
-    def last_index(self, range_id: int) -> int:
-        with self._lock:
-            self._check_usable()
-            return self._meta.get(range_id, _NO_RANGE).last
-
-    def hard_state(self, range_id: int) -> HardState | None:
-        with self._lock:
-            self._check_usable()
-            return self._meta.get(range_id, _NO_RANGE).hard_state
-
-    def snapshot_meta(self, range_id: int) -> SnapshotMeta | None:
-        with self._lock:
-            self._check_usable()
-            return self._meta.get(range_id, _NO_RANGE).snapshot
-
-    def range_ids(self) -> Iterable[int]:
-        with self._lock:
-            self._check_usable()
-            return list(self._meta)
-
     # -- lifecycle --------------------------------------------------------------
 
     def purge(self) -> PurgeResult:
@@ -471,12 +425,6 @@ class SqliteLogStore:
         with self._lock:
             self._meta = {}
             self._overlay = {}
-
-    def _check_usable(self) -> None:
-        if self._closed:
-            raise Closed("sqlite log store is closed")
-        if self._failure is not None:
-            raise LogStoreError(f"sqlite log store failed: {self._failure}")
 
     # -- the writer thread ------------------------------------------------------
 

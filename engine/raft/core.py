@@ -525,10 +525,22 @@ class Raft:
 
     def _handle_snapshot(self, m: Message) -> None:
         snap = m.snapshot
+        log = self.log
+        if snap is not None and log.applying > log.applied \
+                and snap.metadata.index > log.committed:
+            # The caller is applying committed entries of an earlier Ready; their conf
+            # changes must apply to the configuration they follow, not to this
+            # snapshot's newer one (SIM_FINDINGS F4b). Refuse it explicitly, as a
+            # rejection at the snapshot's index, so the leader treats it as a failed
+            # snapshot and sends it again once we answer a heartbeat.
+            self._send(Message(APPEND_RESP, m.frm, self.id, self.term,
+                               index=snap.metadata.index, reject=True,
+                               reject_hint=log.committed))
+            return
         if snap is not None and self._restore(snap):
-            index = self.log.last_index()
+            index = log.last_index()
         else:
-            index = self.log.committed
+            index = log.committed
         self._send(Message(APPEND_RESP, m.frm, self.id, self.term, index=index))
 
     def _restore(self, snap: Snapshot) -> bool:
@@ -640,6 +652,11 @@ class Raft:
             return  # unknown peer, or acknowledging entries we never sent: bogus
         pr.recent_active = True
         if m.reject:
+            if pr.state is ProgressState.SNAPSHOT and m.index == pr.pending_snapshot:
+                # The follower refused the snapshot (busy applying; see
+                # ``_handle_snapshot``): as if the caller reported it failed.
+                self._handle_snapshot_status(m.frm, False)
+                return
             hint = m.reject_hint
             # If the follower's entry at the hint has our term there, then by the Log
             # Matching Property (§5.3) it holds our log up to the hint: count it. Under
@@ -964,11 +981,9 @@ class Raft:
 
     def apply_conf_change(self, cc: ConfChange) -> ConfState:
         """Switch to the configuration after ``cc`` (called when its entry is applied)."""
-        if self.log.unstable.snapshot is not None:
-            # A snapshot arrived between ``ready()`` and ``advance()`` of the Ready that
-            # holds this entry: the entry predates the snapshot, whose configuration
-            # already includes it. Applying it again on top would corrupt membership.
-            return self.tracker.conf
+        # No snapshot can be pending here: ``_restore`` refuses one while a Ready's
+        # committed entries are being applied (SIM_FINDINGS F4b).
+        assert self.log.unstable.snapshot is None, "conf change applied under a snapshot"
         conf = apply_change(self.tracker.conf, cc)
         self.tracker.set_conf(conf, self.log.last_index())
         pr = self.tracker.progress.get(self.id)

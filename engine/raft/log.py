@@ -69,6 +69,7 @@ class RaftLog:
 
     __slots__ = (
         "applied",
+        "applying",
         "committed",
         "max_applying_size",
         "max_entry_size",
@@ -86,6 +87,11 @@ class RaftLog:
         self.committed = first - 1
         #: Invariant: ``first_index() - 1 <= applied <= committed``.
         self.applied = first - 1
+        #: Invariant: ``applied <= applying <= committed``: the last index handed to
+        #: the caller in a Ready's ``committed_entries``. ``applying > applied`` means
+        #: a Ready's entries are being applied right now (between ``ready()`` and
+        #: ``advance()``), when a snapshot must not be installed (``Raft._restore``).
+        self.applying = self.applied
         self.max_applying_size = max_applying_size
         #: Invariant: every entry at index >= ``tracked_from`` was appended through
         #: this log and has ``entry_size <= max_entry_size``. Lets a byte budget be
@@ -252,6 +258,7 @@ class RaftLog:
         """The caller applied everything up to ``index`` (or installed a snapshot at it)."""
         assert index <= self.committed, (self.applied, index, self.committed)
         self.applied = max(self.applied, index)
+        self.applying = max(self.applying, self.applied)
 
     def has_next_committed_entries(self) -> bool:
         snap = self.unstable.snapshot

@@ -213,10 +213,13 @@ class RawNode:
         if snapshot is not None or entries:
             must_sync = True
         # A Ready that installs a snapshot carries no committed entries: those after it
-        # come in the next Ready, so every conf change applied while a snapshot is
-        # pending predates it (see ``Raft.apply_conf_change``).
+        # come in the next Ready. Conversely no snapshot is taken while committed
+        # entries are being applied (``Raft._restore``), so a conf change always
+        # applies to the configuration it follows.
         committed = (log.next_committed_entries()
                      if snapshot is None and log.has_next_committed_entries() else [])
+        if committed:
+            log.applying = committed[-1].index
         msgs, r.msgs = r.msgs, None
         after, r.msgs_after_append = r.msgs_after_append, None
         reads, r.read_states = r.read_states, None

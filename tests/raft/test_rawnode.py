@@ -195,10 +195,12 @@ def test_propose_batch_is_all_or_none_and_one_forward() -> None:
     assert leader.last_index == before + 3
 
 
-def test_snapshot_stepped_between_ready_and_advance_voids_older_conf_changes() -> None:
+def test_snapshot_stepped_between_ready_and_advance_is_refused_until_applied() -> None:
     """A snapshot can arrive while the caller still applies an older Ready holding a
-    conf change; the snapshot's configuration already includes it, so applying it
-    again must not change membership (found by the simulator, seed 40460)."""
+    conf change. Installing it then would make the change apply on top of the
+    snapshot's newer configuration (SIM_FINDINGS F4/F4b), so the follower refuses
+    it with a rejection at its index; once the Ready is advanced the leader's
+    retry installs it."""
     cs = ConfState(voters=(1, 2, 3))
     add4 = ConfChange((ConfChangeSingle(ConfChangeType.ADD_LEARNER, 4),))
     st = MemoryStorage(cs)
@@ -210,10 +212,17 @@ def test_snapshot_stepped_between_ready_and_advance_voids_older_conf_changes() -
     newer = ConfState(voters=(1, 2, 3), learners=(4, 5))
     snap = Snapshot(SnapshotMetadata(9, 1, newer), b"img")
     node.step(Message(MessageType.SNAPSHOT, 2, 1, 1, snapshot=snap))
-    assert node.apply_conf_change(add4) == newer
+    assert node.apply_conf_change(add4) == ConfState(voters=(1, 2, 3), learners=(4,))
     node.advance(rd)
     rd2 = node.ready()
-    assert rd2.snapshot == snap and not rd2.committed_entries
-    st.apply_snapshot(snap)
+    refusal = [m for m in rd2.messages + rd2.persisted_messages
+               if m.type == MessageType.APPEND_RESP]
+    assert [(m.index, m.reject, m.reject_hint) for m in refusal] == [(9, True, 2)]
+    assert rd2.snapshot is None
     node.advance(rd2)
+    node.step(Message(MessageType.SNAPSHOT, 2, 1, 1, snapshot=snap))  # the retry
+    rd3 = node.ready()
+    assert rd3.snapshot == snap and not rd3.committed_entries
+    st.apply_snapshot(snap)
+    node.advance(rd3)
     assert node.status().conf_state == newer and node.applied == 9

@@ -14,7 +14,6 @@ import pytest
 
 from engine.raft.testing import (
     FaultProfile,
-    InvariantViolation,
     RaftParams,
     SimOptions,
     Simulator,
@@ -218,18 +217,14 @@ def _hold(sim: Simulator, held: list[Message], hold: Callable[[Message], bool]) 
             sim.process(m.to)
 
 
-@pytest.mark.xfail(strict=True, raises=InvariantViolation,
-                   reason="SIM_FINDINGS F4b: apply_conf_change returns the restored "
-                          "snapshot's configuration for an older entry")
 def test_f4_snapshot_between_ready_and_advance() -> None:
     """F4. Node 3 takes a Ready (kept pending: asynchronous persistence) whose
     committed entries hold a simple change C (+L4), then is stepped with a
     delayed SNAPSHOT at a later index whose configuration is joint; the
-    caller then applies C as it must. F4 was a ConfChangeError there; the
-    core now returns the snapshot's (joint) configuration instead (F4b),
-    which is not the membership as of C: a snapshot the caller takes at C's
-    index would record the joint configuration, and a restart from it would
-    replay the joint entry on top of itself. The checker requires every node
+    caller then applies C as it must. F4 was a ConfChangeError there; F4b
+    was the core handing back the snapshot's (joint) configuration for C.
+    Fixed by refusing the snapshot while the Ready's committed entries are
+    being applied (the leader retries it). The checker requires every node
     to end with the same configuration after the change at a given index."""
     sim = Simulator(SimOptions(seed=3, steps=0, voters=3, spares=1),
                     FaultProfile.quiet(RaftParams()))
