@@ -77,10 +77,6 @@ def decode_split(data: bytes) -> SplitCommand:
     return SplitCommand(new_id, gen, key)
 
 
-def encode_generation(generation: int) -> bytes:
-    return _GEN.pack(generation)
-
-
 def decode_generation(data: bytes) -> int:
     (gen,) = _GEN.unpack(data)
     return int(gen)

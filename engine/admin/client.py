@@ -94,9 +94,6 @@ class AdminClient:
         body: JSON = {"add": add} if add is not None else {"remove": remove}
         return self._json("POST", f"/ranges/{range_id}/replicas", body)
 
-    def metrics_text(self) -> str:
-        return self._request("GET", "/metrics")[1].decode()
-
     def _kv_path(self, key: str) -> str:
         return "/kv/" + urllib.parse.quote(key, safe="")
 
