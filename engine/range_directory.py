@@ -23,7 +23,7 @@ the initial nodes.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from sortedcontainers import SortedDict
 
 from engine.config import NodeConfig
 from engine.range_desc import RangeDescriptor
@@ -40,48 +40,69 @@ def initial_descriptors(config: NodeConfig) -> list[RangeDescriptor]:
 
 
 class RangeDirectory:
-    """Descriptors in key order, and the last known leader of each range."""
+    """Descriptors in key order, and the last known leader of each range.
+
+    Every operation is O(log n) plus the size of its answer: a node routes for
+    thousands of ranges and re-learns every one of them from each status report,
+    so ``update`` of an already known descriptor must cost one dict lookup."""
 
     def __init__(self, descs: list[RangeDescriptor]) -> None:
-        #: Invariant: sorted by start key, non-overlapping; ``_starts[i]`` is
-        #: ``_descs[i].start_key``.
-        self._descs: list[RangeDescriptor] = sorted(descs, key=lambda d: d.start_key)
-        self._starts = [d.start_key for d in self._descs]
+        #: Invariant: start key -> descriptor, non-overlapping intervals.
+        self._by_start: SortedDict = SortedDict()
+        #: Invariant: range id -> the descriptor in ``_by_start`` with that id.
+        self._by_id: dict[int, RangeDescriptor] = {}
         #: range id -> leader node id (absent: unknown).
         self._leaders: dict[int, int] = {}
+        for d in descs:
+            self.update(d)
 
     def lookup(self, key: bytes) -> RangeDescriptor | None:
         """The range holding ``key`` (None: a gap, until a descriptor fills it)."""
-        i = bisect_right(self._starts, key) - 1
+        i = self._by_start.bisect_right(key) - 1
         if i < 0:
             return None
-        d = self._descs[i]
+        d: RangeDescriptor = self._by_start.peekitem(i)[1]
         return d if d.contains(key) else None
 
     def overlapping(self, start: bytes, end: bytes) -> list[RangeDescriptor]:
         """Ranges meeting ``[start, end)`` (``end`` empty: no bound), in key order."""
-        return [d for d in self._descs
-                if (not end or d.start_key < end) and (not d.end_key or d.end_key > start)]
+        first = max(self._by_start.bisect_right(start) - 1, 0)
+        out: list[RangeDescriptor] = []
+        for k in self._by_start.islice(first):
+            if end and k >= end:
+                break
+            d: RangeDescriptor = self._by_start[k]
+            if not d.end_key or d.end_key > start:
+                out.append(d)
+        return out
 
     def all(self) -> list[RangeDescriptor]:
-        return list(self._descs)
+        return list(self._by_start.values())
+
+    def __len__(self) -> int:
+        return len(self._by_id)
 
     def get(self, range_id: int) -> RangeDescriptor | None:
-        for d in self._descs:
-            if d.range_id == range_id:
-                return d
-        return None
+        return self._by_id.get(range_id)
 
     def update(self, desc: RangeDescriptor) -> bool:
-        """Learn ``desc``; returns whether the directory changed."""
-        clash = [d for d in self._descs if _overlaps(d, desc)]
-        if desc in clash or any(d.generation >= desc.generation for d in clash):
+        """Learn ``desc``; returns whether the directory changed. It replaces the
+        descriptors it overlaps only if its generation is higher than all of theirs."""
+        if self._by_id.get(desc.range_id) == desc:
             return False
-        keep = [d for d in self._descs if not _overlaps(d, desc)]
-        keep.append(desc)
-        keep.sort(key=lambda d: d.start_key)
-        self._descs = keep
-        self._starts = [d.start_key for d in keep]
+        clash = self.overlapping(desc.start_key, desc.end_key)
+        if any(d.generation >= desc.generation for d in clash):
+            return False
+        for d in clash:
+            del self._by_start[d.start_key]
+            if self._by_id.get(d.range_id) is d:
+                del self._by_id[d.range_id]
+        old = self._by_id.pop(desc.range_id, None)
+        if old is not None and self._by_start.get(old.start_key) is old:
+            del self._by_start[old.start_key]  # same id, moved without overlap (never by
+            # split/merge, whose halves overlap the old interval) — keep ids unique anyway
+        self._by_start[desc.start_key] = desc
+        self._by_id[desc.range_id] = desc
         return True
 
     def leader(self, range_id: int) -> int | None:
@@ -93,7 +114,3 @@ class RangeDirectory:
         else:
             self._leaders.pop(range_id, None)
 
-
-def _overlaps(a: RangeDescriptor, b: RangeDescriptor) -> bool:
-    return ((not a.end_key or b.start_key < a.end_key)
-            and (not b.end_key or a.start_key < b.end_key))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 from engine.config import local_cluster_configs
 from engine.range_desc import RangeDescriptor
@@ -50,3 +51,63 @@ def test_leader_cache() -> None:
     assert d.leader(7) == 3
     d.set_leader(7, 0)
     assert d.leader(7) is None
+
+
+class _NaiveDirectory:
+    """The obvious O(n) model the indexed directory must agree with."""
+
+    def __init__(self) -> None:
+        self.descs: list[RangeDescriptor] = []
+
+    def update(self, desc: RangeDescriptor) -> bool:
+        clash = [d for d in self.descs if _meet(d, desc)]
+        if desc in clash or any(d.generation >= desc.generation for d in clash):
+            return False
+        self.descs = sorted([d for d in self.descs if not _meet(d, desc)] + [desc],
+                            key=lambda d: d.start_key)
+        return True
+
+
+def _meet(a: RangeDescriptor, b: RangeDescriptor) -> bool:
+    return ((not a.end_key or b.start_key < a.end_key)
+            and (not b.end_key or a.start_key < b.end_key))
+
+
+def test_indexed_directory_agrees_with_a_naive_model_under_random_news() -> None:
+    """Random splits/merges of a shared history, learnt out of order and repeatedly
+    (as from reports, MISMATCH answers and stale forwards)."""
+    for seed in range(30):
+        rnd = random.Random(seed)
+        live = [RangeDescriptor(range_id=1, start_key=b"", end_key=b"", voters=(1,))]
+        history = list(live)
+        next_id = 2
+        for _ in range(40):
+            i = rnd.randrange(len(live))
+            d = live[i]
+            if rnd.random() < 0.6 or i + 1 >= len(live):
+                lo = d.start_key[:1] or b"\x00"
+                key = bytes([min(255, lo[0] + 1 + rnd.randrange(40))]) + bytes([rnd.randrange(256)])
+                if not d.contains(key) or key == d.start_key:
+                    continue
+                left, right = d.split(key, next_id)
+                next_id += 1
+                live[i:i + 1] = [left, right]
+                history += [left, right]
+            else:
+                merged = d.merge(live[i + 1])
+                live[i:i + 2] = [merged]
+                history.append(merged)
+        fast, slow = RangeDirectory([]), _NaiveDirectory()
+        news = history + rnd.choices(history, k=len(history))
+        rnd.shuffle(news)
+        for desc in news:
+            assert fast.update(desc) == slow.update(desc), f"seed {seed}"
+            assert fast.all() == slow.descs, f"seed {seed}"
+            for _ in range(3):
+                key = bytes([rnd.randrange(256), rnd.randrange(256)])
+                want = next((x for x in slow.descs if x.contains(key)), None)
+                assert fast.lookup(key) == want, f"seed {seed}"
+                assert fast.get(want.range_id) == want if want else True
+        for desc in live:
+            fast.update(desc)
+        assert fast.all() == live, f"seed {seed}"
