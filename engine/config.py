@@ -62,12 +62,20 @@ limits.max_key_bytes           "64KiB"                RESP: longest key
 limits.max_value_bytes         "8MiB"                 RESP: longest value
 limits.max_request_bytes       "64MiB"                RESP: largest request (all arguments)
 limits.max_clients             10000                  RESP: concurrent connections
+placement.split_by_load        true                   split hot or large ranges led here
+placement.split_qps            5000                   split a range above this many ops/s
+placement.split_cooldown_s     60                     no second size/load split of it before
+placement.interval_ms          2000                   how often the placement loop looks
+placement.merge_qps            0                      merge small neighbours colder than this
+placement.balance_leaders      false                  hand leaderships to less busy voters
 =============================  =====================  ==========================================
 
 Why ``[store]`` and ``[limits]``: split/merge thresholds and snapshot pacing
 belong to the multi-raft store, not to one raft group; RESP's size limits
 are what keeps one bad client from taking the node's memory (the issue asks
 for key/value/request limits) and an operator must be able to tune them.
+``[placement]`` is the node's placement loop (``engine/placement.py``): it
+splits ranges this node leads by size (``store.split_bytes``) or load.
 """
 
 from __future__ import annotations
@@ -99,6 +107,7 @@ __all__ = [
     "NodeConfig",
     "NodeSection",
     "PeerAddress",
+    "PlacementSection",
     "RaftConfig",
     "StoreSection",
     "load_config",
@@ -201,6 +210,22 @@ SCHEMA: Final[dict[str, tuple[_Key, ...]]] = {
              low=1),
         _Key("max_clients", "int", 10_000, "RESP: concurrent client connections", low=1),
     ),
+    "placement": (
+        _Key("split_by_load", "bool", True,
+             "split ranges led here above store.split_bytes or placement.split_qps"),
+        _Key("split_qps", "int", 5000,
+             "split a range serving more client reads+writes per second than this (0: never)",
+             low=0),
+        _Key("split_cooldown_s", "int", 60,
+             "seconds before the placement loop splits the same range again", low=0),
+        _Key("interval_ms", "int", 2000, "how often the placement loop looks at the reports",
+             low=10, high=3_600_000),
+        _Key("merge_qps", "int", 0,
+             "merge neighbours led here, together under store.merge_bytes, each serving "
+             "fewer reads+writes per second than this (0: never)", low=0),
+        _Key("balance_leaders", "bool", False,
+             "hand leaderships of cold ranges to voters leading fewer ranges than this node"),
+    ),
 }
 
 
@@ -281,6 +306,16 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PlacementSection:
+    split_by_load: bool
+    split_qps: int
+    split_cooldown_s: int
+    interval_ms: int
+    merge_qps: int
+    balance_leaders: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NodeConfig:
     """A whole, validated node config (build it with ``parse_config``/``load_config``)."""
 
@@ -290,6 +325,7 @@ class NodeConfig:
     logstore: LogStoreConfig
     store: StoreSection
     limits: LimitsConfig
+    placement: PlacementSection
 
     def store_config(self, seed: int = 0) -> StoreConfig:
         """The ``StoreConfig`` each worker's ``Store`` runs with."""
@@ -315,6 +351,7 @@ class NodeConfig:
 _SECTION_TYPES: Final[dict[str, type[Any]]] = {
     "node": NodeSection, "cluster": ClusterConfig, "raft": RaftConfig,
     "logstore": LogStoreConfig, "store": StoreSection, "limits": LimitsConfig,
+    "placement": PlacementSection,
 }
 
 

@@ -16,8 +16,10 @@ Theory of operation
    coalesced heartbeat record per node pair per worker round stays one
    record end to end); an arriving raft record is split per owning worker
    (``_owner``: range -> worker, learnt from the workers' reports). A record
-   for a range no local worker is known to own is dropped (raft retransmits):
-   routing it to a guessed worker could create a second replica of a range.
+   for a range no local worker is known to own goes where ``ReplicaPlacement``
+   says (``engine/placement.py``: a replica being added here, placed only
+   while every worker's replicas are known, so never a second replica of a
+   range), or is dropped (raft retransmits).
    Forwarded client requests/responses travel as CLIENT_REQUESTS/RESPONSES
    records; an empty RAFT_BATCH every ``ping_interval`` is the node-level
    liveness ping. A peer silent for ``dead_after`` seconds is declared dead to
@@ -34,10 +36,14 @@ Theory of operation
    finish), close the workers' channels (each answers what it holds, closes
    its log, exits 0), close the transport, exit 0.
 
-Not built yet (said plainly): the meta range (the directory is the
-bootstrap layout corrected by reports and MISMATCH descriptors), replica
-changes through the admin API (split, merge and leader transfer are built:
-``engine/node_admin.py``), and moving leaderships away before a graceful
+The directory is the bootstrap layout, loaded from and kept in step with the
+meta range by ``MetaSync`` (``engine/meta_sync.py``), corrected in between by
+reports and MISMATCH descriptors.
+
+The placement loop (``engine/placement.py``) splits ranges led here by size
+or load through ``NodeAdmin.split``.
+
+Not built yet (said plainly): moving leaderships away before a graceful
 shutdown.
 """
 
@@ -45,11 +51,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
+import functools
 import logging
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final, TypeVar
@@ -61,17 +70,28 @@ from engine.admin.metrics import NodeMetrics, WorkerTotals, run_loop_lag_monitor
 from engine.admin.server import create_admin_app
 from engine.client_errors import Timeout
 from engine.config import NodeConfig
+from engine.meta_sync import MetaSync
 from engine.node_admin import NodeAdmin
+from engine.placement import PlacementLoop, ReplicaPlacement
 from engine.proposal import Outcome
 from engine.raft.types import Message
 from engine.range_desc import RangeDescriptor
-from engine.range_directory import RangeDirectory, initial_descriptors
+from engine.range_directory import RangeDirectory, bootstrap_descriptors
 from engine.resp.limits import Limits
 from engine.resp.server import RespServer
 from engine.router import Router
 from engine.worker import ENGINE_TYPES
 from engine.worker_handle import WorkerHandle, reap
-from engine.worker_protocol import WorkerReport, is_write_command, pack_status, peek_destination
+from engine.worker_protocol import (
+    AdminOp,
+    RangeReport,
+    WorkerReport,
+    encode_admin,
+    is_write_command,
+    pack_status,
+    peek_destination,
+    unpack_status,
+)
 from transport import (
     ClientRequest,
     ClientResponse,
@@ -88,12 +108,18 @@ from transport import (
     encode_raft_batch,
 )
 from transport.codec import ClientRequestBatch, encode_client_requests, encode_client_responses
+from transport.codec_header import RecordKind
 from transport.codec_heartbeat import encode_heartbeats
+from transport.codec_peek import range_ids
 
 log = logging.getLogger("multiraft.node")
 
 MARKER: Final = "BOOTSTRAPPED"
 _PING: Final = encode_raft_batch([])
+#: Seconds reads of a range go to its leader after our follower failed to serve one.
+_LOCAL_READ_BACKOFF: Final = 1.0
+_RAFT_KINDS: Final = frozenset(
+    (RecordKind.RAFT_BATCH, RecordKind.HEARTBEATS, RecordKind.HEARTBEAT_RESPONSES))
 _T = TypeVar("_T")
 
 
@@ -102,7 +128,7 @@ class Node:
 
     def __init__(
         self, config: NodeConfig, *, ping_interval: float = 0.25, dead_after: float = 2.0,
-        forward_timeout: float = 3.0, restart_delay: float = 0.2,
+        forward_timeout: float = 3.0, restart_delay: float = 0.2, handoff_timeout: float = 5.0,
     ) -> None:
         self.config = config
         self.id = config.node.id
@@ -111,14 +137,21 @@ class Node:
         self._dead_after = dead_after
         self._forward_timeout = forward_timeout
         self._restart_delay = restart_delay
+        self._handoff_timeout = handoff_timeout
         self._data = Path(config.node.data_dir)
-        self._layout = initial_descriptors(config)
+        self._layout = bootstrap_descriptors(config)
         self.directory = RangeDirectory(self._layout)
         self._codec = WireCodec(ENGINE_TYPES)
         self._workers: list[WorkerHandle] = []
+        #: Invariant: per worker, range id -> its replica as last reported (full
+        #: report + deltas), and how many of them are quiesced.
+        self._held: list[dict[int, RangeReport]] = []
+        self._quiesced: list[int] = []
         #: Invariant: range id -> index of the local worker holding its replica, as last
         #: reported (bootstrap ranges are pre-seeded with their deterministic worker).
         self._owner: dict[int, int] = {}
+        self._placement = ReplicaPlacement(self.id, self._owner, config.node.workers,
+                                           lambda i: self._held[i], self.directory.get)
         self._peers = [p.node_id for p in config.cluster.initial_nodes if p.node_id != self.id]
         #: Invariant: peer -> monotonic time it was last heard from.
         self._last_seen: dict[int, float] = {}
@@ -126,6 +159,14 @@ class Node:
         self._next_forward = 1
         #: Invariant: forwarded request id -> its future, until answered or timed out.
         self._forwarded: dict[int, asyncio.Future[ClientResponse]] = {}
+        #: Invariant: (deadline, request id, range id, command) of every forwarded request
+        #: not yet expired, in deadline order (answered ones are skipped when popped).
+        self._forward_deadlines: deque[tuple[float, int, int, bytes]] = deque()
+        #: Range id -> monotonic time before which its reads skip our follower replica
+        #: (it could not serve one lately).
+        self._local_reads_from: dict[int, float] = {}
+        #: Invariant: the pending ``_expire_forwarded`` timer while requests are in flight.
+        self._forward_sweep: asyncio.TimerHandle | None = None
         self._out_requests: dict[int, list[ClientRequest]] = {}
         self._out_responses: dict[int, list[ClientResponse]] = {}
         self._flush_scheduled = False
@@ -139,6 +180,9 @@ class Node:
         self.resp: RespServer | None = None
         self._admin_runner: web.AppRunner | None = None
         self.router = Router(self.directory, self.submit)
+        #: The meta range's client: loads/polls the directory, pushes, allocates ids.
+        self.meta = MetaSync(self.directory, self.submit, lambda: (
+            r.desc for held in self._held for r in held.values() if r.is_leader))
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -149,15 +193,16 @@ class Node:
         if initial and not (self._data / MARKER).exists():
             self._bootstrap = [d for d in self._layout if self.id in d.replicas]
         n = cfg.node.workers
-        for d in self._layout:
-            if self.id in d.replicas:
-                self._owner[d.range_id] = (d.range_id - 1) % n
+        owners = bootstrap_owners(self._layout, n)
+        self._owner.update((d.range_id, owners[d.range_id]) for d in self._bootstrap)
+        self._held = [{} for _ in range(n)]
+        self._quiesced = [0] * n
         self._workers = [
             WorkerHandle(i, cfg, on_raft=self._from_worker, on_report=self._on_report,
                          on_exit=self._worker_exited) for i in range(n)]
         for w in self._workers:
             self._spawn(w)
-        await asyncio.wait_for(self._first_reports.wait(), timeout=60)
+        await self._await_first_reports()
         if self._bootstrap:
             _write_marker(self._data / MARKER)
             self._bootstrap = []
@@ -173,9 +218,11 @@ class Node:
         self.resp = RespServer(
             self.router, host=node.listen_client.host, port=node.listen_client.port,
             limits=Limits(max_key_bytes=lim.max_key_bytes, max_value_bytes=lim.max_value_bytes,
-                          max_request_bytes=lim.max_request_bytes))
+                          max_request_bytes=lim.max_request_bytes),
+            observer=self.metrics)
         await _retry_bind(self.resp.start)
-        app = create_admin_app(NodeAdmin(self), self.metrics,
+        admin = NodeAdmin(self)
+        app = create_admin_app(admin, self.metrics,
                                max_key_bytes=lim.max_key_bytes,
                                max_value_bytes=lim.max_value_bytes)
         self._admin_runner = web.AppRunner(app, access_log=None)
@@ -187,17 +234,24 @@ class Node:
         self._last_seen = {p: now for p in self._peers}
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._liveness_loop()),
-                       loop.create_task(run_loop_lag_monitor(self.metrics))]
+                       loop.create_task(run_loop_lag_monitor(self.metrics)),
+                       loop.create_task(PlacementLoop.from_config(
+                           cfg.placement, cfg.store, self._placement, self.worker_reports,
+                           split=lambda rid: admin.split(rid, None),
+                           merge=admin.merge, transfer=admin.transfer_leader).run())]
+        self._tasks.append(loop.create_task(self.meta.run()))
         log.info("node %d up: resp %s, peer %s, admin %s, %d workers", self.id,
                  node.listen_client, node.listen_peer, node.listen_admin, n)
 
     async def stop(self) -> None:
-        """Graceful stop: clients first, then workers, then peers."""
+        """Graceful stop: clients first, then leaderships, then workers, then peers."""
         self._stopping = True
         if self.resp is not None:
             await self.resp.close(grace=5.0)
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
+        if self.transport is not None:
+            await self._hand_off_leaderships(self._handoff_timeout)
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -221,11 +275,57 @@ class Node:
             await self.stop()
         return 0
 
+    async def _await_first_reports(self, timeout: float = 900.0) -> None:
+        """Until every worker has reported once (it bootstrapped or recovered its
+        ranges: thousands take a while). Progress is logged; a worker that never
+        reports (it keeps dying: supervision logs why) fails the start."""
+        waited = 0.0
+        while not self._first_reports.is_set():
+            try:
+                await asyncio.wait_for(self._first_reports.wait(), timeout=10.0)
+            except TimeoutError:
+                waited += 10.0
+                if waited >= timeout:
+                    raise
+                log.info("node %d: waiting for workers to load their ranges (%d of %d "
+                         "ready, %.0f s)", self.id, len(self._reported), len(self._workers),
+                         waited)
+
+    async def _hand_off_leaderships(self, timeout: float) -> None:
+        """Transfer every leadership held here to another live voter, so that the ranges
+        do not sit leaderless for an election timeout (or, quiesced, for ``dead_after``)
+        once this node is gone. Bounded by ``timeout``, and given up early when a round
+        moves nothing (the peers are stopping too, or unreachable): a stop never hangs."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        before = -1
+        while loop.time() < deadline:
+            futures = []
+            for w, held in enumerate(self._held):
+                for rid, rep in held.items():
+                    if not rep.is_leader:
+                        continue
+                    targets = [v for v in rep.desc.voters if v != self.id and v not in self._dead]
+                    if targets:
+                        cmd = encode_admin(AdminOp.TRANSFER_LEADER, targets[rid % len(targets)])
+                        futures.append(self._workers[w].request(rid, cmd))
+            if not futures or len(futures) == before:
+                break
+            before = len(futures)
+            log.info("node %d: handing off %d leaderships before stopping", self.id, before)
+            await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
+            # The effect shows in the workers' next reports.
+            await asyncio.sleep(min(1.0, max(0.0, deadline - loop.time())))
+        left = sum(r.is_leader for held in self._held for r in held.values())
+        if left:
+            log.warning("node %d: stopping while leading %d ranges", self.id, left)
+
     # -- workers --------------------------------------------------------------------------
 
     def _spawn(self, w: WorkerHandle) -> None:
-        share = [d for d in self._bootstrap
-                 if (d.range_id - 1) % len(self._workers) == w.index]
+        owners = bootstrap_owners(self._layout, len(self._workers))
+        share = [d for d in self._bootstrap if owners[d.range_id] == w.index]
+        self._placement.started(w.index)
         w.spawn(share, [o for o in self._workers if o is not w])
 
     def _worker_exited(self, w: WorkerHandle) -> None:
@@ -247,29 +347,60 @@ class Node:
         return [w.pid for w in self._workers]
 
     def worker_reports(self) -> list[WorkerReport]:
-        return [w.last_report for w in self._workers if w.last_report is not None]
+        """Each live worker's latest counters with every replica it holds (its last full
+        report with the deltas since folded in)."""
+        out = []
+        for w, held in zip(self._workers, self._held, strict=True):
+            if w.last_report is not None:
+                out.append(dataclasses.replace(w.last_report, ranges=tuple(held.values()),
+                                               full=True, removed=(), sync_seconds=()))
+        return out
 
     def _on_report(self, index: int, report: WorkerReport) -> None:
-        held = set()
-        quiesced = 0
+        """Fold a worker's report into the owner map, the directory and the metrics.
+
+        Costs the replicas in the report (a delta: those that changed), not the
+        replicas the node holds."""
+        held = self._held[index]
+        if report.full:
+            gone = {rid for rid, w in self._owner.items() if w == index}
+            held.clear()
+        else:
+            gone = set(report.removed)
+            for rid in gone:
+                held.pop(rid, None)
+        directory = self.directory
+        me = self.id
         for r in report.ranges:
             rid = r.desc.range_id
-            held.add(rid)
+            gone.discard(rid)
+            held[rid] = r
             self._owner[rid] = index
-            self.directory.update(r.desc)
+            directory.update(r.desc)
             if r.is_leader:
-                self.directory.set_leader(rid, self.id)
+                directory.set_leader(rid, me)
             elif r.leader:
-                self.directory.set_leader(rid, r.leader)
-            elif self.directory.leader(rid) == self.id:
-                self.directory.set_leader(rid, None)
-            quiesced += r.quiesced
-        for rid in [r for r, w in self._owner.items() if w == index and r not in held]:
-            del self._owner[rid]
-        self.metrics.observe_ranges(index, len(held), quiesced)
-        self.metrics.observe_worker_totals(index, WorkerTotals(
-            proposals=0, commits=report.entries_applied, elections=0, fsyncs=report.fsyncs,
-            bytes_written=0, cpu_seconds=report.cpu_seconds))
+                directory.set_leader(rid, r.leader)
+            elif directory.leader(rid) == me:
+                directory.set_leader(rid, None)
+        for rid in gone:
+            if self._owner.get(rid) == index:
+                del self._owner[rid]
+                self._placement.gone(rid, index)
+                if directory.leader(rid) == me:
+                    directory.set_leader(rid, None)
+        if report.full or report.ranges or gone:
+            self._quiesced[index] = sum(r.quiesced for r in held.values())
+        m = self.metrics
+        m.observe_ranges(index, len(held), self._quiesced[index])
+        m.observe_worker_totals(index, WorkerTotals(
+            proposals=report.proposals, commits=report.entries_applied,
+            elections=report.elections, fsyncs=report.fsyncs, bytes_written=report.bytes_logged,
+            cpu_seconds=report.cpu_seconds))
+        for seconds in report.sync_seconds:
+            m.observe_fsync(index, seconds)
+        m.observe_queue_depth(index, report.inbox, report.pending)
+        self._placement.reported(index)
         if index not in self._reported:
             self._reported.add(index)
             if len(self._reported) == len(self._workers):
@@ -293,6 +424,11 @@ class Node:
 
     def _on_peer_payload(self, peer: int, payload: memoryview) -> None:
         self._heard(peer)
+        if len(payload) > 1 and payload[1] in _RAFT_KINDS:
+            worker = self._sole_owner(payload)
+            if worker is not None:  # the common case: relayed as is, never decoded here
+                self._workers[worker].send_record(bytes(payload))
+                return
         try:
             record = self._codec.decode(payload)
         except DecodeError as e:
@@ -303,18 +439,38 @@ class Node:
         elif isinstance(record, CoalescedHeartbeats):
             self._route_heartbeats(record)
         elif isinstance(record, ClientRequestBatch):
-            for req in record.requests:
-                asyncio.get_running_loop().create_task(self._serve_forwarded(peer, req))
+            self._serve_forwarded(peer, record.requests)
         elif isinstance(record, ClientResponseBatch):
             for resp in record.responses:
                 fut = self._forwarded.pop(resp.req_id, None)
                 if fut is not None and not fut.done():
                     fut.set_result(resp)
 
+    def _sole_owner(self, record: memoryview) -> int | None:
+        """The local worker holding every range of the raft ``record``, or None if they
+        are spread over workers, one is not placed yet, or the record is malformed
+        (then the full decode splits, places or reports it)."""
+        try:
+            ids = range_ids(record)
+        except DecodeError:
+            return None
+        owner = self._owner
+        if not ids:
+            return None
+        first = owner.get(ids[0])
+        if first is None:
+            return None
+        for rid in ids:
+            if owner.get(rid) != first:
+                return None
+        return first
+
     def _route_messages(self, messages: list[tuple[int, Message]]) -> None:
         groups: dict[int, list[tuple[int, Message]]] = {}
         for rid, msg in messages:
             w = self._owner.get(rid)
+            if w is None:
+                w = self._placement.place(rid)
             if w is not None:
                 groups.setdefault(w, []).append((rid, msg))
         for w, items in groups.items():
@@ -324,6 +480,8 @@ class Node:
         rows: dict[int, list[int]] = {}
         for i, rid in enumerate(hb.range_ids):
             w = self._owner.get(rid)
+            if w is None:
+                w = self._placement.place(rid)
             if w is not None:
                 rows.setdefault(w, []).append(i)
         for w, idx in rows.items():
@@ -343,12 +501,31 @@ class Node:
                 w.node_liveness(peer, dead=False)
 
     async def _liveness_loop(self) -> None:
+        """Ping every peer each ``ping_interval``; declare dead a peer silent for
+        ``dead_after``. Silence is only held against a peer while this node was itself
+        responsive: if our own loop stalled (CPU starvation, a long burst), whatever the
+        peers sent meanwhile sits unread in our sockets, so the stall is credited to
+        every peer. Without that, a busy node declares its healthy peers dead, wakes
+        their quiesced followers, and the elections that follow make it busier still."""
+        last = time.monotonic()
         while True:
             assert self.transport is not None
             for p in self._peers:
                 with contextlib.suppress(TransportError):
                     self.transport.send(p, _PING)
+            for peer, st in self.transport.stats().items():
+                if peer:
+                    self.metrics.observe_peer_totals(
+                        peer, frames_out=st.frames_sent, frames_in=st.frames_received,
+                        bytes_out=st.bytes_sent, bytes_in=st.bytes_received,
+                        dropped=st.dropped_payloads)
             now = time.monotonic()
+            stalled = now - last - self._ping_interval
+            last = now
+            if stalled > self._ping_interval:
+                for p in self._peers:
+                    if p in self._last_seen:
+                        self._last_seen[p] = min(now, self._last_seen[p] + stalled)
             for p in self._peers:
                 if p not in self._dead and now - self._last_seen.get(p, now) > self._dead_after:
                     self._dead.add(p)
@@ -362,52 +539,115 @@ class Node:
 
     # -- client requests --------------------------------------------------------------------
 
-    async def submit(self, desc: RangeDescriptor, command: bytes) -> ClientResponse:
-        """Run ``command`` on range ``desc`` where its leader is (``Router``'s hook)."""
+    def submit(self, desc: RangeDescriptor, command: bytes) -> asyncio.Future[ClientResponse]:
+        """Run ``command`` on range ``desc`` where its leader is (``Router``'s hook).
+
+        A plain function returning the answer's future, not a coroutine: the hot
+        path costs no coroutine frame or task per request (the router awaits it)."""
         rid = desc.range_id
         leader = self.directory.leader(rid)
         local = self._owner.get(rid)
         if leader is not None and leader != self.id and leader not in self._dead:
-            return await self._forward(leader, rid, command)
+            if local is not None and not is_write_command(command) \
+                    and self._local_reads_from.get(rid, 0.0) <= time.monotonic():
+                return self._local_read(local, rid, command)
+            return self._forward(leader, rid, command)
         if local is not None:
-            return await self._local(local, rid, command)
+            return self._local(local, rid, command)
         others = [n for n in desc.voters if n != self.id and n not in self._dead]
         if not others:
-            return ClientResponse(0, pack_status(Outcome.TRYAGAIN, 0), b"")
+            fut: asyncio.Future[ClientResponse] = asyncio.get_running_loop().create_future()
+            fut.set_result(ClientResponse(0, pack_status(Outcome.TRYAGAIN, 0), b""))
+            return fut
         target = others[int(time.monotonic() * 1000) % len(others)]
-        return await self._forward(target, rid, command)
+        return self._forward(target, rid, command)
 
-    async def _local(self, worker: int, rid: int, command: bytes) -> ClientResponse:
-        return await self._workers[worker].request(rid, command)
+    def _local(self, worker: int, rid: int, command: bytes) -> asyncio.Future[ClientResponse]:
+        return self._workers[worker].request(rid, command)
 
-    async def _forward(self, node: int, rid: int, command: bytes) -> ClientResponse:
+    def _local_read(self, worker: int, rid: int, command: bytes
+                    ) -> asyncio.Future[ClientResponse]:
+        """A read on our follower replica: still linearizable (the worker asks the
+        leader for a read index, batched per range per round, and answers once it
+        applied that far), and it spares the request two hops through the client
+        forwarding path. A follower that cannot serve (no leader known, lagging past
+        the read timeout, moving away) answers TRYAGAIN or MISMATCH; reads of that
+        range then go to the leader for ``_LOCAL_READ_BACKOFF`` seconds."""
+        fut = self._workers[worker].request(rid, command)
+        fut.add_done_callback(functools.partial(self._local_read_done, rid))
+        return fut
+
+    def _local_read_done(self, rid: int, fut: asyncio.Future[ClientResponse]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        outcome, _ = unpack_status(fut.result().status)
+        if outcome in (Outcome.TRYAGAIN, Outcome.MISMATCH):
+            self._local_reads_from[rid] = time.monotonic() + _LOCAL_READ_BACKOFF
+
+    def _forward(self, node: int, rid: int, command: bytes) -> asyncio.Future[ClientResponse]:
+        """Queue ``command`` for ``node``; its future is answered by the peer, by
+        ``_expire_forwarded`` after ``forward_timeout`` (a write: Timeout, outcome
+        unknown; a read: TRYAGAIN), or TRYAGAIN at once if it could not be queued."""
         assert self.transport is not None
+        loop = asyncio.get_running_loop()
         req_id = self._next_forward
         self._next_forward += 1
-        fut: asyncio.Future[ClientResponse] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[ClientResponse] = loop.create_future()
         self._forwarded[req_id] = fut
+        self._forward_deadlines.append((loop.time() + self._forward_timeout, req_id, rid,
+                                        command))
+        if self._forward_sweep is None:
+            self._forward_sweep = loop.call_later(self._forward_timeout / 8,
+                                                  self._expire_forwarded)
         self._out_requests.setdefault(node, []).append(ClientRequest(req_id, rid, 0, command))
         self._schedule_flush()
-        try:
-            return await asyncio.wait_for(fut, self._forward_timeout)
-        except TimeoutError:
-            self._forwarded.pop(req_id, None)
+        return fut
+
+    def _expire_forwarded(self) -> None:
+        """Time out forwarded requests past their deadline. Deadlines are appended in
+        order (one constant timeout), so this pops from the left only: O(1) per
+        request however many are in flight, and no timer per request."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        pending = self._forward_deadlines
+        while pending and pending[0][0] <= now:
+            _, req_id, rid, command = pending.popleft()
+            fut = self._forwarded.pop(req_id, None)
+            if fut is None or fut.done():
+                continue
             self.directory.set_leader(rid, None)
             if is_write_command(command):
-                raise Timeout(f"node {node} did not answer in time; outcome unknown") from None
-            return ClientResponse(req_id, pack_status(Outcome.TRYAGAIN, 0), b"")
+                fut.set_exception(Timeout("the leader's node did not answer in time; "
+                                          "outcome unknown"))
+            else:
+                fut.set_result(ClientResponse(req_id, pack_status(Outcome.TRYAGAIN, 0), b""))
+        self._forward_sweep = (loop.call_later(self._forward_timeout / 8, self._expire_forwarded)
+                               if pending else None)
 
-    async def _serve_forwarded(self, peer: int, req: ClientRequest) -> None:
-        """A peer forwarded a client command: run it on our local replica only."""
-        w = self._owner.get(req.range_id)
-        if w is None:
-            resp = ClientResponse(req.req_id, pack_status(Outcome.MISMATCH, 0), b"")
-        else:
-            try:
-                got = await self._workers[w].request(req.range_id, req.command)
-                resp = ClientResponse(req.req_id, got.status, got.payload)
-            except Timeout:
-                resp = ClientResponse(req.req_id, pack_status(Outcome.UNKNOWN, 0), b"")
+    def _serve_forwarded(self, peer: int, requests: list[ClientRequest]) -> None:
+        """A peer forwarded client commands: run them on our local replicas only (no
+        forwarding chains); each answer joins the peer's next CLIENT_RESPONSES record.
+        Done callbacks, not a task per request."""
+        for req in requests:
+            w = self._owner.get(req.range_id)
+            if w is None:
+                self._answer_forwarded(peer, ClientResponse(
+                    req.req_id, pack_status(Outcome.MISMATCH, 0), b""))
+                continue
+            fut = self._workers[w].request(req.range_id, req.command)
+            fut.add_done_callback(functools.partial(self._forwarded_done, peer, req.req_id))
+
+    def _forwarded_done(self, peer: int, req_id: int,
+                        fut: asyncio.Future[ClientResponse]) -> None:
+        exc = fut.exception()
+        if exc is None:
+            got = fut.result()
+            resp = ClientResponse(req_id, got.status, got.payload)
+        else:  # the worker died with it: it may have been applied
+            resp = ClientResponse(req_id, pack_status(Outcome.UNKNOWN, 0), b"")
+        self._answer_forwarded(peer, resp)
+
+    def _answer_forwarded(self, peer: int, resp: ClientResponse) -> None:
         self._out_responses.setdefault(peer, []).append(resp)
         self._schedule_flush()
 
@@ -442,6 +682,14 @@ class Node:
 
     def uptime(self) -> float:
         return time.monotonic() - self._started
+
+
+def bootstrap_owners(layout: list[RangeDescriptor], workers: int) -> dict[int, int]:
+    """Range id -> worker for the bootstrap layout: contiguous blocks in key order, so
+    that neighbours share a worker (a merge needs both sides in one Store) and only
+    ``workers - 1`` boundaries cannot merge. Every node computes the same answer."""
+    ordered = sorted(layout, key=lambda d: d.start_key)
+    return {d.range_id: i * workers // len(ordered) for i, d in enumerate(ordered)}
 
 
 def _write_marker(path: Path) -> None:

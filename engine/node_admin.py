@@ -7,19 +7,25 @@ RESP client would.
 Split, merge and leader transfer are admin commands (``worker_protocol``)
 sent like a KV command: ``Node.submit`` takes them to the range's leader
 (local worker or forwarded), TRYAGAIN hints are followed a bounded number of
-times. A split's new range id is ``node_id << 40 | n`` with ``n`` a
-millisecond clock made strictly increasing: unique across the cluster
-without a meta range to allocate from (as long as node ids are unique and a
-node's clock does not go back across a restart). Merge works for neighbours
+times. A split's new range id is allocated by the meta range (unique and
+small cluster-wide), and after a split or merge the new descriptors are
+pushed to meta (``engine/meta_sync.py``) — but only once the range's leader
+confirmed the left-hand descriptor we computed from our cache: a stale cache
+would compute wrong halves, and a wrong descriptor of a high enough
+generation in meta would shadow the right one. When the check fails the
+leader's node pushes the real ones (its reconciler). The meta range itself
+is never split or merged (409). Merge works for neighbours
 in the same worker (a split's halves); the bootstrap ranges alternate
 workers, so merging two of them is refused by the Store with its reason.
-Replica changes through the node are not built yet (409 says so).
+Replica changes (``change_replicas``) are steps sent the same way, each
+idempotent on the leader (``engine/replica_change.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -35,14 +41,21 @@ from engine.admin.backend import (
 )
 from engine.client_errors import Timeout as ClientTimeout
 from engine.kv_codec import Delete, Get, Int, Put, Value
+from engine.meta_codec import META_RANGE_ID
+from engine.meta_sync import MetaRefused, MetaUnavailable
 from engine.proposal import Outcome
 from engine.range_desc import RangeDescriptor
+from engine.replica_change import ReplicaProgress, decode_progress
 from engine.worker_protocol import AdminOp, encode_admin, unpack_status
 
 if TYPE_CHECKING:
     from engine.node import Node
 
-_NOT_BUILT = "not supported by this node version yet (the Store supports it; the node does not)"
+log = logging.getLogger("multiraft.admin")
+
+#: A learner this close to the commit index is promoted: it is replicated entry by
+#: entry by then, so the rest arrives within a round trip.
+CATCH_UP_LAG = 64
 
 
 class NodeAdmin:
@@ -50,8 +63,8 @@ class NodeAdmin:
 
     def __init__(self, node: Node) -> None:
         self._node = node
-        #: Invariant: the clock part of the last range id this node allocated.
-        self._last_id_clock = 0
+        #: How long an added learner may take to catch up (a snapshot of the range).
+        self.catch_up_timeout = 30.0
 
     async def status(self) -> NodeStatus:
         reports = self._node.worker_reports()
@@ -63,6 +76,10 @@ class NodeAdmin:
             keys=0, size_bytes=0)
 
     async def ranges(self) -> list[RangeInfo]:
+        """The user ranges in key order. The meta range is not listed: its span is
+        nominal and a table row for it would look like a range over all keys (it is
+        range ``META_RANGE_ID``; split and merge of it are refused, transfer-leader
+        and replica changes work as for any range)."""
         held = {r.desc.range_id: r for rep in self._node.worker_reports() for r in rep.ranges}
         out = []
         for d in self._node.directory.all():
@@ -76,18 +93,17 @@ class NodeAdmin:
         return out
 
     async def split(self, range_id: int, key: bytes | None) -> tuple[RangeInfo, RangeInfo]:
-        desc = self._desc(range_id)
-        new_id = self._new_range_id()
+        desc = self._user_desc(range_id, "split")
+        new_id = await self._new_range_id()
         used_key = await self._run(range_id, encode_admin(AdminOp.SPLIT, new_id, key or b""))
         left, right = desc.split(used_key, new_id)
-        self._node.directory.update(left)
-        self._node.directory.update(right)
+        await self._publish(left, [left, right])
         return self._info(left), self._info(right)
 
     async def merge(self, range_id: int) -> RangeInfo:
         """The Store merges only when one replica leads both ranges: first move the
         right-hand range's leadership to the left's leader, then propose the merge."""
-        desc = self._desc(range_id)
+        desc = self._user_desc(range_id, "merged")
         right = next((d for d in self._node.directory.all()
                       if desc.end_key and d.start_key == desc.end_key), None)
         if right is None:
@@ -109,8 +125,29 @@ class NodeAdmin:
         else:
             raise TryAgain(f"ranges {range_id} and {right.range_id} did not get one leader")
         merged = desc.merge(right)
-        directory.update(merged)
+        await self._publish(merged, [merged])
         return self._info(merged)
+
+    async def _publish(self, left: RangeDescriptor, descs: list[RangeDescriptor]) -> None:
+        """Learn and push ``descs`` (computed from our cache) if the leader confirms
+        ``left`` is the range's descriptor now (module docstring); best effort: meta
+        being unreachable leaves the push to the reconciler."""
+        try:
+            actual = (await self._progress(left.range_id)).desc
+        except AdminError as e:
+            log.info("range %d: cannot confirm its new descriptor (%s); the leader's "
+                     "reconciler pushes it to meta", left.range_id, e)
+            return
+        if actual != left:
+            self._node.directory.update(actual)
+            return
+        for d in descs:
+            self._node.directory.update(d)
+        try:
+            await self._node.meta.publish(descs)
+        except (MetaUnavailable, MetaRefused) as e:
+            log.warning("could not push %s to meta (%s): the reconciler will",
+                        ", ".join(d.describe() for d in descs), e)
 
     async def _await_leader(self, range_id: int, target: int, timeout: float = 5.0) -> None:
         """Until the directory (fed by the workers' reports) shows ``target`` leading."""
@@ -133,10 +170,19 @@ class NodeAdmin:
             raise UnknownRange(range_id)
         return desc
 
-    def _new_range_id(self) -> int:
-        now = max(int(time.time() * 1000), self._last_id_clock + 1)
-        self._last_id_clock = now
-        return (self._node.id << 40) | (now & ((1 << 40) - 1))
+    def _user_desc(self, range_id: int, what: str) -> RangeDescriptor:
+        if range_id == META_RANGE_ID:
+            raise Conflict(f"the meta range (range {META_RANGE_ID}) is never {what}")
+        return self._desc(range_id)
+
+    async def _new_range_id(self) -> int:
+        """A fresh range id from the meta range's allocator."""
+        try:
+            return await self._node.meta.allocate_range_id()
+        except MetaUnavailable as e:
+            raise TryAgain(f"cannot allocate a range id: {e}") from e
+        except MetaRefused as e:
+            raise Conflict(f"cannot allocate a range id: {e}") from e
 
     def _info(self, d: RangeDescriptor) -> RangeInfo:
         return RangeInfo(range_id=d.range_id, start_key=d.start_key, end_key=d.end_key,
@@ -176,7 +222,72 @@ class NodeAdmin:
     async def change_replicas(
         self, range_id: int, *, add: int | None = None, remove: int | None = None
     ) -> RangeInfo:
-        raise Conflict(f"replica changes: {_NOT_BUILT}")
+        """Add a node (learner -> caught up -> voter) or remove one (leadership moved
+        away first), one step per admin op to the range's leader; each step checks the
+        leader's current membership, so a retry of a failed or timed-out call resumes
+        where it stopped (``engine/replica_change.py``)."""
+        if (add is None) == (remove is None):
+            raise BadRequest("give exactly one of add or remove")
+        node = add if add is not None else remove
+        assert node is not None
+        if self._node.config.peer_address(node) is None:
+            raise BadRequest(f"node {node} is not a node of this cluster")
+        self._desc(range_id)
+        if add is not None:
+            desc = await self._add_replica(range_id, node)
+        else:
+            desc = await self._remove_replica(range_id, node)
+        await self._publish(desc, [desc])  # a replica change bumps the generation
+        return self._info(desc)
+
+    async def _add_replica(self, range_id: int, node: int) -> RangeDescriptor:
+        prog = await self._progress(range_id)
+        if node in prog.desc.voters:
+            return prog.desc
+        if node not in prog.desc.learners:
+            await self._run(range_id, encode_admin(AdminOp.ADD_LEARNER, node))
+            # The learner's node places traffic only for ranges its directory lists
+            # it in (engine/placement.py): tell meta now, not after the catch-up.
+            learner = (await self._progress(range_id)).desc
+            await self._publish(learner, [learner])
+        deadline = time.monotonic() + self.catch_up_timeout
+        while True:
+            prog = await self._progress(range_id)
+            if node not in prog.desc.replicas:
+                raise TryAgain(f"node {node} left range {range_id} while catching up")
+            if prog.caught_up(node, CATCH_UP_LAG):
+                break
+            if time.monotonic() > deadline:
+                raise Timeout(f"node {node} is a learner of range {range_id} but did not catch "
+                              f"up in {self.catch_up_timeout:.0f} s; retry to finish")
+            await asyncio.sleep(0.1)
+        await self._run(range_id, encode_admin(AdminOp.PROMOTE_VOTER, node))
+        return (await self._progress(range_id)).desc
+
+    async def _remove_replica(self, range_id: int, node: int) -> RangeDescriptor:
+        prog = await self._progress(range_id)
+        if node not in prog.desc.replicas:
+            return prog.desc
+        if prog.leader == node:
+            target = prog.best_voter_except(node)
+            if target is None:
+                raise Conflict(f"node {node} is the last voter of range {range_id}")
+            await self._run(range_id, encode_admin(AdminOp.TRANSFER_LEADER, target))
+            deadline = time.monotonic() + self.catch_up_timeout
+            while prog.leader == node:
+                if time.monotonic() > deadline:
+                    raise TryAgain(f"range {range_id}: leadership did not move off node {node}")
+                await asyncio.sleep(0.1)
+                prog = await self._progress(range_id)
+        await self._run(range_id, encode_admin(AdminOp.REMOVE_REPLICA, node))
+        return (await self._progress(range_id)).desc
+
+    async def _progress(self, range_id: int) -> ReplicaProgress:
+        """The leader's view of the range's replicas (the leader learnt on the way)."""
+        payload = await self._run(range_id, encode_admin(AdminOp.REPLICA_PROGRESS))
+        prog = decode_progress(payload)
+        self._node.directory.set_leader(range_id, prog.leader)
+        return prog
 
     async def kv_get(self, key: bytes) -> bytes | None:
         res = await self._node.router.execute(Get(key))

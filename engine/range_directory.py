@@ -3,22 +3,27 @@
 Theory of operation
 -------------------
 The directory starts from the deterministic bootstrap layout
-(``initial_descriptors``: every initial node computes the same list from its
-config, so no coordination is needed) and is corrected by what the node
+(``bootstrap_descriptors``: every initial node computes the same list from
+its config, so no coordination is needed) and is corrected by what the node
 learns afterwards:
 
+- the meta range, the cluster's source of truth for descriptors
+  (``engine/meta_sync.py`` loads it at start and polls its version);
 - its own workers' status reports (descriptors of the replicas they hold,
   and who leads them);
 - ``MISMATCH`` answers, which carry the range's current descriptor;
 - not-leader hints from TRYAGAIN answers.
 
 A descriptor replaces the known ones it overlaps only if its generation is
-higher (a split or merge bumps it), so stale news never undoes fresh news.
+higher (a split or merge bumps it), so stale news never undoes fresh news,
+and news can arrive in any order and more than once. The meta range's state
+machine applies the very same rule (``replace``), which is what makes
+pushing a descriptor to meta idempotent and commutative.
 
-Limitation (stated, not hidden): the contract's *meta range* holding the
-directory is not built yet. A node learns about ranges it holds no replica
-of only from MISMATCH answers, which is enough while every range lives on
-the initial nodes.
+The meta range's own descriptor is kept aside, by its well-known id
+(``engine/meta_codec.py``): its key span is nominal, so it is never in the
+key index (``lookup``, ``overlapping``, ``all`` and ``len`` see user ranges
+only) but ``get(META_RANGE_ID)`` and the leader cache work as for any range.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 from sortedcontainers import SortedDict
 
 from engine.config import NodeConfig
+from engine.meta_codec import META_RANGE_ID
 from engine.range_desc import RangeDescriptor
 
 
@@ -37,6 +43,20 @@ def initial_descriptors(config: NodeConfig) -> list[RangeDescriptor]:
     bounds = [b""] + [(i * 65536 // n).to_bytes(2, "big") for i in range(1, n)] + [b""]
     return [RangeDescriptor(range_id=i + 1, start_key=bounds[i], end_key=bounds[i + 1],
                             voters=voters) for i in range(n)]
+
+
+def meta_descriptor(config: NodeConfig) -> RangeDescriptor:
+    """The meta range at bootstrap: the well-known id, a nominal span (the whole key
+    space it indexes), on the same first ``replication`` initial nodes as the user
+    ranges, so every initial node derives the same replica set."""
+    voters = tuple(p.node_id for p in config.cluster.initial_nodes[:config.cluster.replication])
+    return RangeDescriptor(range_id=META_RANGE_ID, start_key=b"", end_key=b"", voters=voters)
+
+
+def bootstrap_descriptors(config: NodeConfig) -> list[RangeDescriptor]:
+    """Everything a fresh cluster starts with: the meta range, then the user ranges of
+    ``initial_descriptors`` (whose layout does not depend on the meta range)."""
+    return [meta_descriptor(config), *initial_descriptors(config)]
 
 
 class RangeDirectory:
@@ -51,6 +71,8 @@ class RangeDirectory:
         self._by_start: SortedDict = SortedDict()
         #: Invariant: range id -> the descriptor in ``_by_start`` with that id.
         self._by_id: dict[int, RangeDescriptor] = {}
+        #: The meta range's descriptor (never in ``_by_start``: its span is nominal).
+        self._meta: RangeDescriptor | None = None
         #: range id -> leader node id (absent: unknown).
         self._leaders: dict[int, int] = {}
         for d in descs:
@@ -83,16 +105,26 @@ class RangeDirectory:
         return len(self._by_id)
 
     def get(self, range_id: int) -> RangeDescriptor | None:
+        if range_id == META_RANGE_ID:
+            return self._meta
         return self._by_id.get(range_id)
 
     def update(self, desc: RangeDescriptor) -> bool:
         """Learn ``desc``; returns whether the directory changed. It replaces the
         descriptors it overlaps only if its generation is higher than all of theirs."""
+        if desc.range_id == META_RANGE_ID:
+            return self._update_meta(desc)
+        return self.replace(desc) is not None
+
+    def replace(self, desc: RangeDescriptor) -> list[RangeDescriptor] | None:
+        """``update`` for a user range, saying what it did: None if ``desc`` was
+        refused or already known, else the descriptors it displaced (the meta state
+        machine drops their change records)."""
         if self._by_id.get(desc.range_id) == desc:
-            return False
+            return None
         clash = self.overlapping(desc.start_key, desc.end_key)
         if any(d.generation >= desc.generation for d in clash):
-            return False
+            return None
         for d in clash:
             del self._by_start[d.start_key]
             if self._by_id.get(d.range_id) is d:
@@ -101,8 +133,19 @@ class RangeDirectory:
         if old is not None and self._by_start.get(old.start_key) is old:
             del self._by_start[old.start_key]  # same id, moved without overlap (never by
             # split/merge, whose halves overlap the old interval) — keep ids unique anyway
+            clash.append(old)
         self._by_start[desc.start_key] = desc
         self._by_id[desc.range_id] = desc
+        return clash
+
+    def _update_meta(self, desc: RangeDescriptor) -> bool:
+        """Meta is never split or merged, and a replica change keeps the generation,
+        so among equal generations the latest news wins (it only steers where
+        requests go first; a wrong guess costs a MISMATCH or a leader hint)."""
+        if desc == self._meta or (self._meta is not None
+                                  and desc.generation < self._meta.generation):
+            return False
+        self._meta = desc
         return True
 
     def leader(self, range_id: int) -> int | None:

@@ -68,6 +68,7 @@ from engine.raft.types import (
 )
 from engine.raft_log import RaftLogView
 from engine.range_desc import RangeDescriptor
+from engine.read_lease import ReadLease
 from engine.snapshot_store import SnapshotRecord, SnapshotStore
 from engine.split_merge import (
     MergeIntent,
@@ -104,7 +105,9 @@ class ApplyHooks(Protocol):
 
 _U32: Final = struct.Struct("<I")
 _INTENT: Final = struct.Struct("<QQ")
-_READ_CTX: Final = struct.Struct("<Q")
+#: A ReadIndex context: (node id, the store's read sequence). The leader keys
+#: pending reads by context, so a follower's must never equal another replica's.
+_READ_CTX: Final = struct.Struct("<QQ")
 _CONF_CHANGE = EntryType.CONF_CHANGE
 
 
@@ -162,6 +165,7 @@ class Replica:
         "conf_state",
         "desc",
         "frozen",
+        "lease",
         "merge_intent",
         "new_conf_changes",
         "new_proposals",
@@ -169,6 +173,7 @@ class Replica:
         "node_id",
         "outgoing_images",
         "proposals",
+        "queries_received",
         "quiesced",
         "range_id",
         "raw",
@@ -178,6 +183,7 @@ class Replica:
         "sm",
         "snap_index",
         "snapshots",
+        "writes_received",
     )
 
     def __init__(
@@ -188,6 +194,10 @@ class Replica:
         self.node_id = node_id
         self.snapshots = snapshots
         self.range_id = desc.range_id
+        #: Invariant: client writes / reads this replica accepted since it was created
+        #: here (monotonic; the placement loop turns them into rates for load splits).
+        self.writes_received = 0
+        self.queries_received = 0
         #: Invariant: the descriptor as of the applied index.
         self.desc = desc
         self.sm = sm
@@ -220,6 +230,8 @@ class Replica:
         self.reads_by_ctx: dict[bytes, list[PendingRead]] = {}
         #: Invariant: every read here has ``index > 0`` (its read point is known).
         self.reads_ready: list[PendingRead] = []
+        #: The leader's read lease (used only when the Store serves lease reads).
+        self.lease = ReadLease()
         view = RaftLogView(log, desc.range_id, self.raft_snapshot, conf_state)
         self.raw = RawNode(
             Config(
@@ -319,22 +331,48 @@ class Replica:
 
     # -- reads ------------------------------------------------------------------------------
 
-    def flush_reads(self, seq: int, done: list[Completion]) -> None:
-        """Start one ReadIndex round for every read queued this round."""
+    def flush_reads(
+        self, seq: int, done: list[Completion], lease_now: float | None = None,
+        lease_ticks: float = 0.0,
+    ) -> None:
+        """Give every read queued this round its read point: the commit index at once
+        while the read lease is valid (``lease_now`` is the lease clock's reading, None
+        when the Store serves no lease reads; see ``engine/read_lease.py``), else one
+        ReadIndex round for all of them. A round also renews the lease, and while the
+        lease holds, one round starts whenever less than half of it is left."""
         reads, self.new_reads = self.new_reads, []
         if not reads:
             return
-        ctx = _READ_CTX.pack(seq)
+        raft = self.raw.raft
+        if lease_now is not None and self.lease.valid(raft, lease_now):
+            index = raft.log.committed
+            for rd in reads:
+                rd.index = index
+            self.reads_ready.extend(reads)
+            if self.lease.needs_renewal(lease_now, lease_ticks):
+                self._start_read_round(seq, [], done, lease_now)
+            return
+        self._start_read_round(seq, reads, done, lease_now)
+
+    def _start_read_round(
+        self, seq: int, reads: list[PendingRead], done: list[Completion], now: float | None,
+    ) -> None:
+        ctx = _READ_CTX.pack(self.node_id, seq)
         try:
             self.raw.read_index(ctx)
         except ProposalDropped:
             for rd in reads:
                 done.append(Completion(rd.request_id, Outcome.TRYAGAIN, leader_hint=self.leader))
             return
-        self.reads_by_ctx[ctx] = reads
+        if reads:
+            self.reads_by_ctx[ctx] = reads
+        if now is not None:
+            self.lease.round_started(ctx, self.raw.raft, now)
 
-    def handle_read_states(self, states: list[ReadState]) -> None:
+    def handle_read_states(self, states: list[ReadState], lease_ticks: float = 0.0) -> None:
         for rs in states:
+            if lease_ticks:
+                self.lease.round_confirmed(rs.request_ctx, self.raw.raft, lease_ticks)
             reads = self.reads_by_ctx.pop(rs.request_ctx, None)
             if reads is None:
                 continue
@@ -492,9 +530,12 @@ class Replica:
         cc = decode_conf_change(e.data)
         self.conf_state = self.raw.apply_conf_change(cc)
         cs = self.conf_state
+        # A replica change bumps the generation like a split or merge: descriptors are
+        # ordered by generation alone (the directory, the meta range, tombstones), so
+        # the new replica set must outrank the old one everywhere it is cached.
         self.desc = RangeDescriptor(
             range_id=self.range_id, start_key=self.desc.start_key, end_key=self.desc.end_key,
-            generation=self.desc.generation, voters=cs.voters or self.desc.voters,
+            generation=self.desc.generation + 1, voters=cs.voters or self.desc.voters,
             learners=cs.learners,
         )
         members = (*cs.voters, *cs.learners, *cs.voters_outgoing, *cs.learners_next)

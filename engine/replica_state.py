@@ -18,9 +18,10 @@ Rules
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
+from engine.meta_codec import META_RANGE_ID
 from engine.raft.types import ConfState
 from engine.raft_log import encode_conf_state
 from engine.range_desc import RangeDescriptor
@@ -37,16 +38,22 @@ INITIAL_TERM: Final = 5
 SMFactory = Callable[[RangeDescriptor], StateMachine]
 
 
-def write_initial_state(
-    desc: RangeDescriptor, conf: ConfState, sm: StateMachine, snapshots: SnapshotStore,
-    wb: WriteBatch,
+def write_initial_states(
+    ranges: Sequence[tuple[RangeDescriptor, ConfState, StateMachine, int]],
+    snapshots: SnapshotStore, wb: WriteBatch,
 ) -> None:
-    """Save ``sm``'s image as the range's initial snapshot and add the matching log
-    records to ``wb`` (the caller writes it, synced, before creating the replica)."""
-    rid = desc.range_id
-    snapshots.save(SnapshotRecord(rid, INITIAL_INDEX, INITIAL_TERM, desc, conf), sm.snapshot())
-    wb.set_snapshot(rid, SnapshotMeta(INITIAL_INDEX, INITIAL_TERM, encode_conf_state(conf)))
-    wb.set_hard_state(rid, LogHardState(INITIAL_TERM, 0, INITIAL_INDEX))
+    """Save each state machine's image as its range's initial snapshot (all in one
+    ``save_many``: one sync, however many ranges) and add the matching log records to
+    ``wb`` (the caller writes it, synced, before creating the replicas). The last item
+    of each tuple is the vote of the initial hard state (0: none; see
+    ``Store.bootstrap`` for the pre-agreed leader)."""
+    snapshots.save_many([
+        (SnapshotRecord(desc.range_id, INITIAL_INDEX, INITIAL_TERM, desc, conf), sm.snapshot())
+        for desc, conf, sm, _ in ranges])
+    for desc, conf, _, vote in ranges:
+        rid = desc.range_id
+        wb.set_snapshot(rid, SnapshotMeta(INITIAL_INDEX, INITIAL_TERM, encode_conf_state(conf)))
+        wb.set_hard_state(rid, LogHardState(INITIAL_TERM, vote, INITIAL_INDEX))
 
 
 def recover(
@@ -84,10 +91,12 @@ def repair_log(log: LogStore, rec: SnapshotRecord) -> None:
 
 def superseded(replicas: Iterable[Replica]) -> list[Replica]:
     """Replicas whose span overlaps one of a higher generation: leftovers (a merged
-    right-hand range whose removal a crash interrupted). One sweep by start key."""
+    right-hand range whose removal a crash interrupted). One sweep by start key. The
+    meta range's span is nominal (``engine/meta_codec.py``): it is never swept."""
     losers: list[Replica] = []
     prev: Replica | None = None
-    for rep in sorted(replicas, key=lambda r: r.desc.start_key):
+    user = (r for r in replicas if r.range_id != META_RANGE_ID)
+    for rep in sorted(user, key=lambda r: r.desc.start_key):
         if prev is not None and (not prev.desc.end_key or rep.desc.start_key < prev.desc.end_key):
             if prev.desc.generation < rep.desc.generation:
                 losers.append(prev)

@@ -22,15 +22,21 @@ half not yet) waits for the directory to be filled, within the same bound.
 After ``max_attempts`` the client gets ``TryAgain`` (nothing was applied by
 any attempt, or we would have stopped with ``Timeout``).
 
-Pieces of a pipelined batch that touch the same range run in order; the
-pieces of one batch run concurrently otherwise (the backend contract allows
-it: the client has seen none of their replies).
+Pipelined batches: commands that share a key run one after the other, in
+the order given (a ``SET k`` then ``GET k`` reads its write, even across a
+retry of the ``SET``); a command without keys (``RANGE``, ``DBSIZE``) is
+ordered against everything. Every other command runs concurrently, so a
+pipeline of N independent commands costs one round through the worker, not
+N. The backend contract allows it: the client has seen none of their
+replies, and commands on distinct keys commute (a retry of one cannot
+reorder it against a command it shares no key with).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
 
 from engine.client_errors import BadRequest, ClientError, Timeout, TryAgain
 from engine.kv_codec import (
@@ -85,37 +91,21 @@ class Router:
     async def execute_many(
         self, cmds: Sequence[Command], *, stale: bool = False
     ) -> list[Outcome]:
-        """Commands run in order per range: a batch is executed one command after the
-        other when two of them share a key's range, all at once otherwise."""
+        """One outcome per command: chains of commands sharing a key run in order,
+        independent chains concurrently (see the module docstring)."""
         if len(cmds) == 1:
             return [await self._outcome(cmds[0])]
-        ranges: list[set[int]] = [self._ranges_of(c) for c in cmds]
-        seen: set[int] = set()
-        disjoint = True
-        for r in ranges:
-            if r & seen or not r:
-                disjoint = False
-                break
-            seen |= r
-        if disjoint:
-            return list(await asyncio.gather(*(self._outcome(c) for c in cmds)))
-        return [await self._outcome(c) for c in cmds]
+        chains = _conflict_chains(cmds)
+        if len(chains) == 1:
+            return [await self._outcome(c) for c in cmds]
+        out: list[Outcome | None] = [None] * len(cmds)
 
-    def _ranges_of(self, cmd: Command) -> set[int]:
-        keys: tuple[bytes, ...]
-        if isinstance(cmd, (Get, Put, Cas, IncrBy)):
-            keys = (cmd.key,)
-        elif isinstance(cmd, (MGet, Exists, Delete)):
-            keys = cmd.keys
-        elif isinstance(cmd, MSet):
-            keys = tuple(k for k, _ in cmd.pairs)
-        else:
-            return set()
-        out = set()
-        for k in keys:
-            d = self._dir.lookup(k)
-            out.add(d.range_id if d is not None else 0)
-        return out
+        async def run_chain(chain: list[int]) -> None:
+            for i in chain:
+                out[i] = await self._outcome(cmds[i])
+
+        await asyncio.gather(*(run_chain(chain) for chain in chains))
+        return cast("list[Outcome]", out)
 
     async def _outcome(self, cmd: Command) -> Outcome:
         try:
@@ -257,3 +247,42 @@ class Router:
                 raise Timeout("the outcome of the command is unknown")
             raise BadRequest(resp.payload.decode("utf-8", "replace"))
         raise TryAgain("no leader found for the range; retry")
+
+
+def _keys_of(cmd: Command) -> tuple[bytes, ...] | None:
+    """The keys ``cmd`` touches; None for a command over a key span (ordered against
+    every other command of its batch)."""
+    if isinstance(cmd, (Get, Put, Cas, IncrBy)):
+        return (cmd.key,)
+    if isinstance(cmd, (MGet, Exists, Delete)):
+        return cmd.keys
+    if isinstance(cmd, MSet):
+        return tuple(k for k, _ in cmd.pairs)
+    return None
+
+
+def _conflict_chains(cmds: Sequence[Command]) -> list[list[int]]:
+    """Partition the positions of ``cmds`` into chains, each in order: two commands
+    sharing a key (transitively) are in the same chain. A keyless command puts the
+    whole batch in one chain."""
+    parent = list(range(len(cmds)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[bytes, int] = {}
+    for i, cmd in enumerate(cmds):
+        keys = _keys_of(cmd)
+        if keys is None:
+            return [list(range(len(cmds)))]
+        for k in keys:
+            j = owner.setdefault(k, i)
+            if j != i:
+                parent[root(i)] = root(j)
+    chains: dict[int, list[int]] = {}
+    for i in range(len(cmds)):
+        chains.setdefault(root(i), []).append(i)
+    return list(chains.values())

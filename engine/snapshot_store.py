@@ -19,6 +19,9 @@ Backends
 ``Store`` object because the harness keeps it) and ``DirSnapshotStore``
 (one file per range, written to a temporary name, fsynced, renamed, and the
 directory fsynced: a crash leaves either the old or the new image).
+``save_many`` does the same for many images with one sync of the whole
+filesystem (``syncfs``) instead of two fsyncs per file: bootstrapping 5,000
+ranges was 15,000 fsyncs, minutes on a busy disk.
 
 Tombstones
 ----------
@@ -51,11 +54,13 @@ Version 1 files (no intent, flag bit 1 never set) are still read.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import struct
-from collections.abc import Iterable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, Final, NamedTuple, Protocol
+from typing import BinaryIO, Final, NamedTuple, Protocol, cast
 
 import crc32c
 
@@ -125,6 +130,11 @@ class SnapshotStore(Protocol):
         """Durably replace the range's image; returns once it is durable."""
         ...
 
+    def save_many(self, images: Sequence[tuple[SnapshotRecord, Iterable[bytes]]]) -> None:
+        """``save`` of several ranges' images at once (each is replaced whole or not
+        at all by a crash); returns once all are durable."""
+        ...
+
     def load(self, range_id: int) -> tuple[SnapshotRecord, Iterator[bytes]] | None:
         """The range's newest image, or None if it has none."""
         ...
@@ -156,6 +166,10 @@ class MemorySnapshotStore:
     def save(self, record: SnapshotRecord, chunks: Iterable[bytes]) -> None:
         self._images[record.range_id] = (record, b"".join(chunks))
         self.saves += 1
+
+    def save_many(self, images: Sequence[tuple[SnapshotRecord, Iterable[bytes]]]) -> None:
+        for record, chunks in images:
+            self.save(record, chunks)
 
     def load(self, range_id: int) -> tuple[SnapshotRecord, Iterator[bytes]] | None:
         got = self._images.get(range_id)
@@ -198,8 +212,29 @@ class DirSnapshotStore:
         return self._dir / f"r{range_id}.snap"
 
     def save(self, record: SnapshotRecord, chunks: Iterable[bytes]) -> None:
-        final = self._file(record.range_id)
-        tmp = final.with_suffix(".tmp")
+        tmp = self._write_tmp(record, chunks, sync=True)
+        os.replace(tmp, self._file(record.range_id))
+        self._fsync_dir()
+        self._index[record.range_id] = record.index
+
+    def save_many(self, images: Sequence[tuple[SnapshotRecord, Iterable[bytes]]]) -> None:
+        """Write every temporary file, make them all durable with one ``syncfs`` (one
+        fsync each where the platform has none), then rename them and fsync the
+        directory once. A crash before the directory sync keeps, per range, the old
+        image or the new one."""
+        if not images:
+            return
+        tmps = [self._write_tmp(record, chunks, sync=False) for record, chunks in images]
+        _sync_files(self._dir, tmps)
+        for (record, _), tmp in zip(images, tmps, strict=True):
+            os.replace(tmp, self._file(record.range_id))
+        self._fsync_dir()
+        for record, _ in images:
+            self._index[record.range_id] = record.index
+
+    def _write_tmp(self, record: SnapshotRecord, chunks: Iterable[bytes], sync: bool) -> Path:
+        """The image in ``r<id>.tmp``, CRC-framed; fsynced if ``sync``."""
+        tmp = self._file(record.range_id).with_suffix(".tmp")
         desc = record.descriptor.encode()
         conf = encode_conf_state(record.conf_state)
         with open(tmp, "wb") as f:
@@ -231,10 +266,9 @@ class DirSnapshotStore:
             f.seek(0, os.SEEK_END)
             f.write(_U32.pack(crc))
             f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        self._fsync_dir()
-        self._index[record.range_id] = record.index
+            if sync:
+                os.fsync(f.fileno())
+        return tmp
 
     def load(self, range_id: int) -> tuple[SnapshotRecord, Iterator[bytes]] | None:
         p = self._file(range_id)
@@ -353,6 +387,43 @@ class DirSnapshotStore:
 
     def _fsync_dir(self) -> None:
         fd = os.open(self._dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _libc_syncfs() -> Callable[[int], int] | None:
+    """Linux ``syncfs(2)`` through libc, or None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return cast("Callable[[int], int]", fn)
+
+
+_SYNCFS: Final = _libc_syncfs()
+
+
+def _sync_files(directory: Path, paths: Sequence[Path]) -> None:
+    """Make the written ``paths`` (all under ``directory``) durable: one ``syncfs`` of
+    their filesystem, or an fsync each. An error is raised, never ignored: the
+    caller's images would not be durable."""
+    if _SYNCFS is not None:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            if _SYNCFS(fd) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"syncfs({directory}): {os.strerror(err)}")
+        finally:
+            os.close(fd)
+        return
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:

@@ -69,6 +69,7 @@ Safety nets around replica lifecycles
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -77,6 +78,7 @@ from typing import cast
 from engine.heartbeat import QUIESCE, fan_out
 from engine.merge_coordinator import MergeCoordinator
 from engine.merge_resolver import MergeResolver
+from engine.meta_codec import META_RANGE_ID
 from engine.outbox import NodeBatch, Outbox
 from engine.proposal import Completion, EntryKind, Outcome, PendingRead
 from engine.quiesce import follower_may_quiesce, leader_may_quiesce
@@ -89,16 +91,18 @@ from engine.raft.types import (
     HardState,
     Message,
     MessageType,
+    StateRole,
 )
 from engine.raft_log import encode_conf_state
 from engine.range_desc import RangeDescriptor
+from engine.read_lease import lease_duration
 from engine.replica import Replica, decode_snapshot_data
 from engine.replica_state import (
     INITIAL_INDEX,
     SMFactory,
     recover,
     superseded,
-    write_initial_state,
+    write_initial_states,
 )
 from engine.snapshot_store import MERGED, SnapshotStore, Tombstone
 from engine.snapshot_stream import SnapshotReceiver, SnapshotSender, is_chunk
@@ -115,10 +119,13 @@ from logstore.protocol import HardState as LogHardState
 from logstore.protocol import LogEntry, LogStore, PurgeResult, SnapshotMeta, WriteBatch
 
 _HEARTBEAT = MessageType.HEARTBEAT
+#: Bound on ``Store.sync_latencies`` between two drains.
+_MAX_SYNC_SAMPLES = 4096
 _HEARTBEAT_RESP = MessageType.HEARTBEAT_RESP
 _SNAPSHOT = MessageType.SNAPSHOT
 _APPEND = MessageType.APPEND
 _APPEND_RESP = MessageType.APPEND_RESP
+_VOTE_REQUESTS = frozenset((MessageType.VOTE, MessageType.PRE_VOTE))
 
 
 def _compacted(items: set[int], high: int) -> tuple[set[int], int]:
@@ -148,6 +155,10 @@ class StoreStats:
     snapshots_installed: int = 0
     snapshot_bytes_out: int = 0
     dropped_tombstoned: int = 0
+    proposals: int = 0
+    elections: int = 0
+    #: Payload bytes of the entries appended to the log (framing not counted).
+    entry_bytes_logged: int = 0
 
 
 @dataclass(slots=True)
@@ -158,6 +169,8 @@ class RoundInFlight:
     done: list[Completion]
     #: Completes when the round's write is durable (None: nothing needed a sync).
     durable: Future[None] | None
+    #: ``perf_counter()`` when the write was submitted (for the sync latency).
+    submitted: float = 0.0
 
 
 @dataclass(slots=True)
@@ -183,6 +196,15 @@ class Store:
         self._sm_factory = sm_factory
         self._early_send = early_send
         self.stats = StoreStats()
+        #: Seconds from submitting a round's synced write to its durability, since the
+        #: owner last took them (bounded: a caller that never drains loses samples, not
+        #: memory; ``stats.fsyncs`` stays exact).
+        self.sync_latencies: list[float] = []
+        #: Invariant: ids of replicas whose reportable state (role, leader, term,
+        #: descriptor, quiescence, load counters) may have changed, or that were added
+        #: or removed, since the owner last took this set — so a status report costs
+        #: the replicas that moved, not all of them.
+        self.changed: set[int] = set()
         self._replicas: dict[int, Replica] = {}
         #: Invariant: exactly the replicas that are not quiesced.
         self._ticking: set[int] = set()
@@ -207,6 +229,12 @@ class Store:
         self._next_request = 1
         self._next_proposal = 1
         self._read_seq = 0
+        #: The read-lease clock in ticks (None: reads always take a ReadIndex round);
+        #: see ``use_lease_reads`` and ``engine/read_lease.py``.
+        self._lease_clock: Callable[[], float] | None = None
+        self._lease_ticks = 0.0
+        #: Invariant: vote requests are dropped while ``_now`` is below this.
+        self._votes_held_until = 0
         self._merges = MergeCoordinator()
         self._resolver = MergeResolver(self.cfg.merge_resolve_ticks)
         #: Invariant: mirrors ``snapshots.tombstones()`` (range id -> removal).
@@ -229,35 +257,43 @@ class Store:
 
     def _add(self, rep: Replica) -> None:
         self._replicas[rep.range_id] = rep
+        self.changed.add(rep.range_id)
         self._ticking.add(rep.range_id)
         self._dirty.add(rep.range_id)
         self._resolver.note(rep, self._now)
 
     def bootstrap(self, descs: Iterable[RangeDescriptor], campaign: bool = True) -> int:
         """Create the initial replicas this node holds of ``descs`` (every store of the
-        cluster is given the same list). With ``campaign``, voter ``range_id mod
-        n_voters`` campaigns at once, spreading leaders evenly. Returns how many."""
+        cluster is given the same list). Returns how many.
+
+        With ``campaign``, voter ``range_id mod n_voters`` of each range leads it from
+        the start, spreading leaders evenly, *without an election*: every voter's
+        initial hard state records its vote for that voter in the initial term (all
+        stores compute the same choice from the same list), so the election's outcome
+        is fixed before any message (``Raft.lead_by_agreement``). Thousands of fresh
+        ranges then start with one round of appends instead of an election storm. If
+        the chosen node is down, the others elect a leader in the next term as usual."""
         wb = WriteBatch()
-        fresh: list[tuple[RangeDescriptor, StateMachine, ConfState]] = []
+        fresh: list[tuple[RangeDescriptor, ConfState, StateMachine, int]] = []
         for desc in descs:
             if self.node_id not in desc.replicas or desc.range_id in self._replicas:
                 continue
             conf = ConfState(voters=desc.voters, learners=desc.learners)
-            sm = self._sm_factory(desc)
-            write_initial_state(desc, conf, sm, self._snapshots, wb)
-            fresh.append((desc, sm, conf))
+            voters = desc.voters
+            vote = voters[desc.range_id % len(voters)] if campaign and voters else 0
+            fresh.append((desc, conf, self._sm_factory(desc), vote))
+        write_initial_states(fresh, self._snapshots, wb)
         if wb:
             self._log.write(wb, sync=True)
             self.stats.fsyncs += 1
-        for desc, sm, conf in fresh:
+        for desc, conf, sm, vote in fresh:
             rep = Replica(
                 node_id=self.node_id, desc=desc, sm=sm, log=self._log,
                 snapshots=self._snapshots, applied=INITIAL_INDEX, conf_state=conf, cfg=self.cfg,
             )
             self._add(rep)
-            voters = rep.desc.voters
-            if campaign and voters[rep.range_id % len(voters)] == self.node_id:
-                rep.raw.campaign()
+            if vote == self.node_id:
+                rep.raw.lead_by_agreement()
         return len(fresh)
 
     # -- inputs -----------------------------------------------------------------------------
@@ -286,6 +322,24 @@ class Store:
         """A linearizable read (ReadIndex, batched per range per round)."""
         return self._request(range_id, keys, generation, query, write=False)
 
+    def use_lease_reads(
+        self, clock: Callable[[], float] | None = None, *, hold_votes: bool = False,
+    ) -> None:
+        """Serve linearizable reads from the leader's lease when it is valid, ReadIndex
+        otherwise (``engine/read_lease.py``). ``clock`` reads the time in ticks and must
+        never run slower than real time (a worker: its monotonic clock divided by the
+        tick length); None is the Store's tick counter, right only where ticks are
+        never dropped (simulations). ``hold_votes``: this Store's replicas were
+        recovered from disk, so they forgot the leader they heard from; they drop
+        vote requests for one election timeout, as the lease argument requires.
+        Needs ``check_quorum``."""
+        if not self.cfg.check_quorum:
+            raise ValueError("lease reads need check_quorum")
+        self._lease_clock = clock or (lambda: float(self._now))
+        self._lease_ticks = lease_duration(self.cfg.election_ticks)
+        if hold_votes:
+            self._votes_held_until = self._now + self.cfg.election_ticks
+
     def _request(
         self, range_id: int, keys: Iterable[bytes], generation: int | None, payload: bytes,
         write: bool,
@@ -305,9 +359,13 @@ class Store:
         if write:
             rep.queue_proposal(request_id, EntryKind.USER, self._next_proposal, payload)
             self._next_proposal += 1
+            rep.writes_received += 1
+            self.stats.proposals += 1
         else:
+            rep.queries_received += 1
             deadline = self._now + self.cfg.read_timeout_ticks
             rep.new_reads.append(PendingRead(request_id, payload, deadline, keys))
+        self.changed.add(range_id)
         self._wake(rep)
         self._requests.add(range_id)
         self._busy.add(range_id)
@@ -431,7 +489,7 @@ class Store:
             return  # a replay after a crash: the right-hand side already exists
         conf = lhs.conf_state
         wb = WriteBatch()
-        write_initial_state(right, conf, right_sm, self._snapshots, wb)
+        write_initial_states([(right, conf, right_sm, 0)], self._snapshots, wb)
         self._log.write(wb, sync=True)
         self.stats.fsyncs += 1
         rep = Replica(
@@ -558,16 +616,18 @@ class Store:
             if self._replicas.get(rep.range_id) is rep:  # not destroyed by an earlier one
                 must_sync |= self._persist_ready(rep, rd, wb, done)
         durable = None
+        submitted = 0.0
         if wb:
             self.stats.log_writes += 1
             if must_sync:
                 self.stats.fsyncs += 1
+                submitted = time.perf_counter()
                 durable = self._log.submit(wb)
             else:
                 self._log.write(wb, sync=False)
         if self._early_send is not None and self._outbox:
             self._early_send(self._count(self._outbox.drain()))
-        return RoundInFlight(readies, done, durable)
+        return RoundInFlight(readies, done, durable, submitted)
 
     def step_arrivals(self) -> None:
         """Step what was delivered since ``begin_round``, overlapping its fsync. Raft
@@ -581,6 +641,8 @@ class Store:
         assert self._in_flight, "no round in flight"
         if rnd.durable is not None:
             rnd.durable.result()  # persisted_messages and apply wait for durability
+            if len(self.sync_latencies) < _MAX_SYNC_SAMPLES:
+                self.sync_latencies.append(time.perf_counter() - rnd.submitted)
         self._in_flight = False
         done = rnd.done
         compact = WriteBatch()
@@ -630,6 +692,8 @@ class Store:
                         self._step(rid, msg, flags)
 
     def _step(self, range_id: int, msg: Message, flags: int) -> None:
+        if self._now < self._votes_held_until and msg.type in _VOTE_REQUESTS:
+            return  # lease reads: a recovered voter stays silent for a timeout (lost)
         if is_chunk(msg):
             whole = self._receiver.add(range_id, msg)
             if whole is None:
@@ -707,11 +771,15 @@ class Store:
         return rep
 
     def _overlapping(self, desc: RangeDescriptor) -> list[Replica]:
-        """Our replicas (of other ranges) whose key span overlaps ``desc``'s."""
+        """Our replicas (of other ranges) whose key span overlaps ``desc``'s. The meta
+        range's span is nominal (``engine/meta_codec.py``): it overlaps nothing."""
+        if desc.range_id == META_RANGE_ID:
+            return []
         out = []
         for rep in self._replicas.values():
             d = rep.desc
-            if rep.range_id != desc.range_id and (not desc.end_key or d.start_key < desc.end_key) \
+            if rep.range_id not in (desc.range_id, META_RANGE_ID) \
+                    and (not desc.end_key or d.start_key < desc.end_key) \
                     and (not d.end_key or desc.start_key < d.end_key):
                 out.append(rep)
         return out
@@ -725,6 +793,7 @@ class Store:
         self._save_tombstone(rid, tomb)
         rep.fail_all(done)
         del self._replicas[rid]
+        self.changed.add(rid)
         self._ticking.discard(rid)
         self._dirty.discard(rid)
         self._busy.discard(rid)
@@ -740,11 +809,13 @@ class Store:
         if rep.quiesced:
             rep.quiesced = False
             self._ticking.add(rep.range_id)
+            self.changed.add(rep.range_id)
 
     def _quiesce(self, rep: Replica) -> None:
         if not rep.quiesced:
             rep.quiesced = True
             self._ticking.discard(rep.range_id)
+            self.changed.add(rep.range_id)
 
     def _run_ticks(self, done: list[Completion]) -> None:
         n, self._pending_ticks = self._pending_ticks, 0
@@ -796,7 +867,11 @@ class Store:
                 continue
             rep.flush_proposals(deadline, done)
             self._read_seq += 1
-            rep.flush_reads(self._read_seq, done)
+            if self._lease_clock is None:
+                rep.flush_reads(self._read_seq, done)
+            else:
+                rep.flush_reads(self._read_seq, done, self._lease_clock(), self._lease_ticks)
+                rep.serve_reads(done)  # lease reads already applied: no Ready needed
             self._dirty.add(rid)
         self._requests = set()
 
@@ -806,7 +881,11 @@ class Store:
         for rid in dirty:
             rep = self._replicas.get(rid)
             if rep is not None and rep.raw.has_ready():
-                out.append((rep, rep.raw.ready()))
+                rd = rep.raw.ready()
+                if rd.soft_state is not None and rd.soft_state.role == StateRole.CANDIDATE:
+                    self.stats.elections += 1
+                out.append((rep, rd))
+                self.changed.add(rid)
         return out
 
     def _persist_ready(
@@ -832,6 +911,7 @@ class Store:
             self.stats.snapshots_installed += 1
         if rd.entries:
             wb.append(rid, cast("list[LogEntry]", rd.entries))
+            self.stats.entry_bytes_logged += sum(len(e.data) for e in rd.entries)
         if rd.hard_state is not None:
             hs: HardState = rd.hard_state
             wb.set_hard_state(rid, LogHardState(hs.term, hs.vote, hs.commit))
@@ -856,7 +936,8 @@ class Store:
             rep.apply(rd.committed_entries, done, self)
             self.stats.entries_applied += len(rd.committed_entries)
         if rd.read_states:
-            rep.handle_read_states(rd.read_states)
+            rep.handle_read_states(rd.read_states,
+                                   self._lease_ticks if self._lease_clock is not None else 0.0)
         rep.raw.advance(rd)
         rep.serve_reads(done)
         if rep.removed:

@@ -31,20 +31,26 @@ Rules
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import resource
 import signal
 import time
+from collections.abc import Callable, Iterable, Sized
 from pathlib import Path
 
 from engine.config import NodeConfig
 from engine.kv import KVStateMachine
 from engine.kv_codec import KVCodecError, decode_command
+from engine.meta import MetaStateMachine
+from engine.meta_codec import META_RANGE_ID, is_meta_command
 from engine.outbox import NodeBatch
 from engine.proposal import Completion, Outcome
 from engine.raft.types import ConfState, Entry, Message, Snapshot, SnapshotMetadata
 from engine.range_desc import RangeDescriptor
+from engine.range_directory import initial_descriptors
+from engine.replica_change import REPLICA_OPS, run_replica_op
 from engine.snapshot_store import DirSnapshotStore
 from engine.statemachine import StateMachine
 from engine.store import RoundOutput, Store
@@ -86,8 +92,21 @@ ENGINE_TYPES: RaftTypes[Message] = RaftTypes(
 )
 
 
-def kv_factory(desc: RangeDescriptor) -> StateMachine:
-    return KVStateMachine(desc.start_key, desc.end_key)
+def state_machine_factory(config: NodeConfig) -> Callable[[RangeDescriptor], StateMachine]:
+    """The Store's state-machine factory: the meta range (by its well-known id) runs
+    ``MetaStateMachine``, every other range the KV machine. A fresh meta machine
+    already holds the bootstrap layout's user ranges (every initial node derives the
+    same from its config, so the meta range starts identical everywhere without
+    coordination); where a replica is recovered or installed from a snapshot,
+    ``restore`` replaces that seed."""
+    layout = initial_descriptors(config)
+
+    def make(desc: RangeDescriptor) -> StateMachine:
+        if desc.range_id == META_RANGE_ID:
+            return MetaStateMachine(layout)
+        return KVStateMachine(desc.start_key, desc.end_key)
+
+    return make
 
 
 def worker_dir(config: NodeConfig, index: int) -> Path:
@@ -100,6 +119,7 @@ class Worker:
     def __init__(
         self, index: int, config: NodeConfig, chan: WorkerChannel,
         bootstrap: list[RangeDescriptor], *, report_interval: float = 0.5,
+        full_report_interval: float = 10.0,
     ) -> None:
         self.index = index
         self._chan = chan
@@ -107,12 +127,21 @@ class Worker:
         self._log = open_log_store(config.logstore.backend, str(base / "log"),
                                    **config.logstore.options())
         self.store = Store(config.node.id, self._log, DirSnapshotStore(base / "snapshots"),
-                           kv_factory, cfg=config.store_config(seed=config.node.id * 1009 + index))
+                           state_machine_factory(config),
+                           cfg=config.store_config(seed=config.node.id * 1009 + index))
+        #: Replicas were recovered from disk: with lease reads their votes are held back.
+        self._recovered = bool(self.store.range_ids())
         if bootstrap:
             self.store.bootstrap(bootstrap)
         self._codec = WireCodec(ENGINE_TYPES)
         self._tick_s = config.raft.tick_ms / 1000.0
         self._report_interval = report_interval
+        self._full_report_interval = full_report_interval
+        self._next_full_report = 0.0
+        #: Invariant: range id -> what the node was last told of it (full + deltas).
+        self._sent: dict[int, RangeReport] = {}
+        #: Records found on the ring at the latest drain (a queue-depth gauge).
+        self._inbox_depth = 0
         #: Invariant: Store request id -> node request id, for every request not yet answered.
         self._requests: dict[int, int] = {}
         self._responses: list[ClientResponse] = []
@@ -124,10 +153,17 @@ class Worker:
         next_tick = time.monotonic() + self._tick_s
         next_report = 0.0
         more = False
+        if self.store.cfg.check_quorum:
+            # Lease reads on the real clock in tick units: ticks are dropped when the
+            # loop is late, so the Store's tick counter would stretch the lease.
+            tick_s = self._tick_s
+            self.store.use_lease_reads(lambda: time.monotonic() / tick_s,
+                                       hold_votes=self._recovered)
         try:
             while True:
                 now = time.monotonic()
                 records = self._chan.recv(0 if more else max(0.0, next_tick - now))
+                self._inbox_depth = len(records)
                 for rec in records:
                     self._handle(rec)
                 now = time.monotonic()
@@ -178,6 +214,9 @@ class Worker:
                 else:
                     self.store.node_alive(req.generation)
             return
+        if req.range_id == META_RANGE_ID:  # (a meta command to a user range fails below)
+            self._meta_request(req)
+            return
         try:
             admin = decode_admin(req.command)
             if admin is not None:
@@ -194,10 +233,41 @@ class Worker:
             rid = self.store.read(req.range_id, req.command, keys=keys)
         self._requests[rid] = req.req_id
 
+    def _meta_request(self, req: ClientRequest) -> None:
+        """The meta range takes meta commands (its state machine decodes and validates
+        them) and the admin ops of any range but split and merge (meta is never split
+        or merged). A meta command sent to a user range fails to decode as a KV
+        command there, so it never reaches a user range's state machine."""
+        command = req.command
+        if is_meta_command(command):
+            if is_write_command(command):
+                rid = self.store.propose(req.range_id, command)
+            else:
+                rid = self.store.read(req.range_id, command)
+            self._requests[rid] = req.req_id
+            return
+        admin = None
+        with contextlib.suppress(ValueError):
+            admin = decode_admin(command)
+        if admin is not None and admin[0] not in (AdminOp.SPLIT, AdminOp.MERGE):
+            self._admin(req, *admin)
+            return
+        self._responses.append(ClientResponse(
+            req.req_id, pack_status(Outcome.ERROR, 0),
+            b"the meta range is never split or merged and holds no KV data"))
+
     def _admin(self, req: ClientRequest, op: AdminOp, arg: int, key: bytes) -> None:
-        """Split and merge complete through the Store's rounds; a leadership transfer
-        is only started here (its effect shows in the next reports)."""
+        """Split, merge and replica conf changes complete through the Store's rounds
+        (``engine.replica_change`` answers the ones already in place at once); a
+        leadership transfer is only started here (its effect shows in the next reports)."""
         store = self.store
+        if op in REPLICA_OPS:
+            got = run_replica_op(store, req.range_id, op, arg)
+            if isinstance(got, int):
+                self._requests[got] = req.req_id
+            else:
+                self._responses.append(ClientResponse(req.req_id, *got))
+            return
         if op == AdminOp.TRANSFER_LEADER:
             rep = store.replica(req.range_id)
             if rep is None:
@@ -257,17 +327,46 @@ class Worker:
                 ClientResponse(node_req, pack_status(c.outcome, c.leader_hint), payload))
 
     def _report(self) -> bytes:
+        """A status report: full every ``full_report_interval`` (and first), otherwise
+        the replicas the Store marked changed (see ``worker_protocol``)."""
+        store = self.store
+        now = time.monotonic()
+        full = now >= self._next_full_report
+        if full:
+            self._next_full_report = now + self._full_report_interval
+            ids: Iterable[int] = store.range_ids()
+            store.changed = set()
+        else:
+            ids, store.changed = store.changed, set()
         ranges = []
-        for rid in self.store.range_ids():
-            rep = self.store.replica(rid)
-            if rep is None:
+        removed = []
+        sent = self._sent
+        if full:
+            sent.clear()
+        for rid in ids:
+            rep = store.replica(rid)
+            if rep is None:  # only in a delta: a full report lists live replicas
+                sent.pop(rid, None)
+                removed.append(rid)
                 continue
-            ranges.append(RangeReport(rep.desc, rep.leader, rep.raw.raft.term, rep.raw.applied,
-                                      rep.is_leader, rep.quiesced))
-        st = self.store.stats
+            sm = rep.sm
+            r = RangeReport(
+                rep.desc, rep.leader, rep.raw.raft.term, rep.raw.applied, rep.is_leader,
+                rep.quiesced, sm.approximate_size(), len(sm) if isinstance(sm, Sized) else 0,
+                rep.writes_received, rep.queries_received)
+            before = sent.get(rid)
+            if before is not None and dataclasses.replace(before, applied=r.applied) == r:
+                continue  # only the applied index moved: not worth the node's time
+            sent[rid] = r
+            ranges.append(r)
+        syncs, store.sync_latencies = store.sync_latencies, []
+        st = store.stats
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        report = WorkerReport(st.rounds, st.fsyncs, st.log_writes, st.entries_applied,
-                              usage.ru_utime + usage.ru_stime, tuple(ranges))
+        report = WorkerReport(
+            st.rounds, st.fsyncs, st.log_writes, st.entries_applied,
+            usage.ru_utime + usage.ru_stime, tuple(ranges), st.proposals, st.elections,
+            st.entry_bytes_logged, self._inbox_depth, len(self._requests), full,
+            tuple(removed), tuple(syncs))
         return encode_client_responses([ClientResponse(CONTROL_REQ_ID, 0, encode_report(report))])
 
 

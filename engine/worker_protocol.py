@@ -14,10 +14,18 @@ Node -> worker
   or an *admin* command, told apart by its first byte ``ADMIN_MAGIC`` (a
   ``kv_codec`` command starts with its version, 1)::
 
-      0xA0 | op u8 (1 transfer-leader, 2 split, 3 merge) | arg u64 | key
+      0xA0 | op u8 (1 transfer-leader, 2 split, 3 merge, 4..7 replicas) | arg u64 | key
 
-  ``arg`` is the target node (transfer) or the new range id (split); ``key``
-  the split key (empty: the range picks its middle key).
+  ``arg`` is the target node (transfer, replica ops) or the new range id
+  (split); ``key`` the split key (empty: the range picks its middle key).
+  The replica ops (4 add learner, 5 promote voter, 6 remove, 7 progress) are
+  answered by ``engine.replica_change``.
+  A *meta* command (``engine/meta_codec.py``) starts with ``meta_codec.MAGIC``
+  (0xB0) and follows the kv_codec convention that its second byte, the op,
+  is >= 16 for writes, so ``is_write_command`` covers it unchanged. The
+  worker hands every request for the meta range (``META_RANGE_ID``) to
+  its meta path, which refuses KV commands, splits and merges; a meta command
+  sent to a user range fails there as an undecodable KV command.
   ``req_id`` 0 is a *control* row: ``range_id`` names the control
   (``CONTROL_NODE_LIVENESS``), ``generation`` carries its argument (a node
   id) and ``command`` one byte (1 dead, 0 alive).
@@ -36,9 +44,23 @@ Worker -> node
 Status report layout (little-endian)::
 
     header  := rounds u64 | fsyncs u64 | log_writes u64 | applied u64 | cpu f64 |
-               n_ranges u32
-    range   := leader u64 | term u64 | applied u64 | flags u8 (bit0 leader,
-               bit1 quiesced) | desc_len u32 | descriptor
+               proposals u64 | elections u64 | bytes_logged u64 | inbox u32 |
+               pending u32 |
+               flags u8 (bit0 full) | n_ranges u32 | n_removed u32 | n_syncs u32
+    range   := leader u64 | term u64 | applied u64 | size u64 | keys u64 |
+               writes u64 | reads u64 | flags u8 (bit0 leader, bit1 quiesced) |
+               desc_len u32 | descriptor
+    removed := range_id u64              (n_removed of them)
+    sync    := seconds f32               (n_syncs of them)
+
+A report is *full* (every replica the worker holds: the node replaces its
+view of that worker) or a *delta* (the replicas that changed since the
+previous report, and the ids of those removed; a replica whose only change is
+its applied index is left out of deltas). A worker sends a full report
+first and then every few seconds (self-healing), deltas in between — with
+10,000 replicas per node, re-sending every one twice a second was most of an
+idle node's CPU. ``sync`` carries the latencies of the synced log writes since
+the previous report (bounded), for the fsync histogram.
 """
 
 from __future__ import annotations
@@ -74,8 +96,13 @@ _U32: Final = struct.Struct("<I")
 _ADMIN: Final = struct.Struct("<BBQ")
 #: First byte of an admin command on the ring (a kv_codec command starts with 1).
 ADMIN_MAGIC: Final = 0xA0
-_REPORT_HEADER: Final = struct.Struct("<QQQQdI")
-_REPORT_RANGE: Final = struct.Struct("<QQQBI")
+_REPORT_HEADER: Final = struct.Struct("<QQQQdQQQIIBIII")
+_REPORT_RANGE: Final = struct.Struct("<QQQQQQQBI")
+#: Encoded descriptor -> decoded, for reports: a report repeats descriptors that
+#: rarely change, and decoding one costs ~50x a dict lookup (a 10,000-range node spent
+#: most of its start-up decoding the same descriptors). Cleared when full.
+_DESC_CACHE: dict[bytes, RangeDescriptor] = {}
+_DESC_CACHE_MAX: Final = 65536
 #: Offset of ``to`` inside a raft message (after range_id u64, type u8, flags u8).
 _MSG_TO_OFFSET: Final = 10
 
@@ -100,6 +127,10 @@ class AdminOp(IntEnum):
     TRANSFER_LEADER = 1
     SPLIT = 2
     MERGE = 3
+    ADD_LEARNER = 4
+    PROMOTE_VOTER = 5
+    REMOVE_REPLICA = 6
+    REPLICA_PROGRESS = 7
 
 
 def encode_admin(op: AdminOp, arg: int = 0, key: bytes = b"") -> bytes:
@@ -160,11 +191,17 @@ class RangeReport:
     applied: int
     is_leader: bool
     quiesced: bool
+    #: The state machine's ``approximate_size()`` and key count (0 if it keeps none).
+    size_bytes: int = 0
+    keys: int = 0
+    #: Client writes/reads the replica accepted since it was created (monotonic).
+    writes: int = 0
+    reads: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerReport:
-    """A worker's periodic status: its ranges and cumulative counters."""
+    """A worker's periodic status: cumulative counters and (some of) its replicas."""
 
     rounds: int
     fsyncs: int
@@ -172,17 +209,34 @@ class WorkerReport:
     entries_applied: int
     cpu_seconds: float
     ranges: tuple[RangeReport, ...]
+    proposals: int = 0
+    elections: int = 0
+    #: Payload bytes of the raft entries the worker appended to its log.
+    bytes_logged: int = 0
+    #: Records found on the inbound ring at the worker's last drain, and client
+    #: requests waiting inside the worker (queue depths).
+    inbox: int = 0
+    pending: int = 0
+    #: True: ``ranges`` is every replica the worker holds; False: only changes.
+    full: bool = True
+    removed: tuple[int, ...] = ()
+    sync_seconds: tuple[float, ...] = ()
 
 
 def encode_report(report: WorkerReport) -> bytes:
-    parts = [_REPORT_HEADER.pack(report.rounds, report.fsyncs, report.log_writes,
-                                 report.entries_applied, report.cpu_seconds,
-                                 len(report.ranges))]
+    parts = [_REPORT_HEADER.pack(
+        report.rounds, report.fsyncs, report.log_writes, report.entries_applied,
+        report.cpu_seconds, report.proposals, report.elections, report.bytes_logged,
+        report.inbox, report.pending,
+        int(report.full), len(report.ranges), len(report.removed), len(report.sync_seconds))]
     for r in report.ranges:
         desc = r.desc.encode()
         flags = int(r.is_leader) | int(r.quiesced) << 1
-        parts.append(_REPORT_RANGE.pack(r.leader, r.term, r.applied, flags, len(desc)))
+        parts.append(_REPORT_RANGE.pack(r.leader, r.term, r.applied, r.size_bytes, r.keys,
+                                        r.writes, r.reads, flags, len(desc)))
         parts.append(desc)
+    parts.append(struct.pack(f"<{len(report.removed)}Q", *report.removed))
+    parts.append(struct.pack(f"<{len(report.sync_seconds)}f", *report.sync_seconds))
     return b"".join(parts)
 
 
@@ -191,18 +245,32 @@ def decode_report(data: bytes) -> WorkerReport:
 
     Reports come only from our own forked workers, so a failure is a bug, but
     the node still refuses it rather than act on garbage."""
-    rounds, fsyncs, writes, applied, cpu, n = _REPORT_HEADER.unpack_from(data)
+    (rounds, fsyncs, writes, applied, cpu, proposals, elections, logged, inbox, pending, flags,
+     n, n_removed, n_syncs) = _REPORT_HEADER.unpack_from(data)
     off = _REPORT_HEADER.size
     ranges = []
     for _ in range(n):
-        leader, term, r_applied, flags, dlen = _REPORT_RANGE.unpack_from(data, off)
+        (leader, term, r_applied, size, keys, r_writes, r_reads, r_flags,
+         dlen) = _REPORT_RANGE.unpack_from(data, off)
         off += _REPORT_RANGE.size
         if off + dlen > len(data):
             raise ValueError("truncated worker report")
-        desc = RangeDescriptor.decode(data[off:off + dlen])
+        raw = data[off:off + dlen]
+        desc = _DESC_CACHE.get(raw)
+        if desc is None:
+            desc = RangeDescriptor.decode(raw)
+            if len(_DESC_CACHE) >= _DESC_CACHE_MAX:
+                _DESC_CACHE.clear()
+            _DESC_CACHE[raw] = desc
         off += dlen
-        ranges.append(RangeReport(desc, leader, term, r_applied, bool(flags & 1),
-                                  bool(flags & 2)))
+        ranges.append(RangeReport(desc, leader, term, r_applied, bool(r_flags & 1),
+                                  bool(r_flags & 2), size, keys, r_writes, r_reads))
+    removed = struct.unpack_from(f"<{n_removed}Q", data, off)
+    off += 8 * n_removed
+    syncs = struct.unpack_from(f"<{n_syncs}f", data, off)
+    off += 4 * n_syncs
     if off != len(data):
         raise ValueError("trailing bytes in worker report")
-    return WorkerReport(rounds, fsyncs, writes, applied, cpu, tuple(ranges))
+    return WorkerReport(rounds, fsyncs, writes, applied, cpu, tuple(ranges), proposals,
+                        elections, logged, inbox, pending, bool(flags & 1), tuple(removed),
+                        tuple(syncs))

@@ -40,10 +40,11 @@ Prints ONE JSON line on stdout (progress goes to stderr). Theory of operation:
   ``cluster.initial_ranges = --idle-ranges``; after a settle period, CPU of
   the idle cluster and TCP segments per second on the peer sockets
   (``ss -ti`` ``segs_out``, summed over both ends of every peer connection:
-  each segment is counted once). The node exports no frame counter, and
-  when idle one heartbeat frame is one write and, on loopback, one
-  segment, so segments/s is the frames/s proxy (an upper bound on frames if
-  writes were split, a lower bound if frames were coalesced into one write).
+  each segment is counted once), and peer *frames* per second as the nodes
+  count them (``multiraft_peer_frames_total{direction="out"}`` summed over
+  the nodes: every frame is sent by exactly one node). The startup time
+  (bootstrap of every range, elections, until a write succeeds on every
+  node) is reported as ``ready_s``.
 
 - **Profile** (``--profile-dir DIR``): ``py-spy record`` (raw collapsed
   stacks, 50 Hz) of node 1 and one of its workers during the cases named by
@@ -147,6 +148,8 @@ class Cluster:
         self.configs: list[NodeConfig] = configs
         #: Invariant: node id -> its running (or exited) process.
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        #: Seconds from launching the nodes until a write succeeded on every one.
+        self.ready_s = 0.0
 
     def client_addr(self, node: int) -> tuple[str, int]:
         a = self.configs[node - 1].node.listen_client
@@ -169,9 +172,11 @@ class Cluster:
                 self.procs[cfg.node.id] = subprocess.Popen(
                     [sys.executable, "-m", "engine.cli", "node", "--config", str(path)],
                     stdout=log, stderr=log, cwd=REPO, start_new_session=True)
-        deadline = time.monotonic() + ready_timeout
+        started = time.monotonic()
+        deadline = started + ready_timeout
         for cfg in self.configs:
             self._wait_ready(cfg.node.id, deadline)
+        self.ready_s = round(time.monotonic() - started, 1)
 
     def _wait_ready(self, node: int, deadline: float) -> None:
         """Until ``node`` answers PING and a SET through it succeeds."""
@@ -302,6 +307,20 @@ def _fsyncs(cluster: Cluster) -> float:
                                     timeout=10) as r:
             body = r.read()
         total += sum(float(m) for m in _FSYNC_RE.findall(body))
+    return total
+
+
+_PEER_FRAMES_RE = re.compile(
+    rb'^multiraft_peer_frames_total\{[^}]*direction="out"[^}]*\}\s+([0-9.eE+-]+)', re.M)
+
+
+def _peer_frames(cluster: Cluster) -> float:
+    """Peer frames sent so far by every node (from their /metrics)."""
+    total = 0.0
+    for cfg in cluster.configs:
+        with urllib.request.urlopen(cluster.admin_url(cfg.node.id) + "/metrics",
+                                    timeout=10) as r:
+            total += sum(float(m) for m in _PEER_FRAMES_RE.findall(r.read()))
     return total
 
 
@@ -627,14 +646,18 @@ def idle_phase(root: Path, args: argparse.Namespace) -> dict[str, Any]:
         pids = cluster.pids()
         ports = cluster.peer_ports()
         cpu0, seg0, t0 = _cpu_snapshot(pids), _peer_segments(ports), time.monotonic()
+        frames0 = _peer_frames(cluster)
         time.sleep(args.idle_seconds)
         cpu1, seg1, t1 = _cpu_snapshot(cluster.pids()), _peer_segments(ports), time.monotonic()
+        frames1 = _peer_frames(cluster)
         wall = t1 - t0
         cpu = sum(_cpu_delta(cpu0, cpu1))
         out = {
             "ranges": args.idle_ranges, "seconds": round(wall, 2),
             "server_cpu_s": round(cpu, 2), "server_cpu_cores": round(cpu / wall, 3),
             "peer_segments_s": round((seg1 - seg0) / wall, 1),
+            "peer_frames_s": round((frames1 - frames0) / wall, 1),
+            "ready_s": cluster.ready_s,
             "quiesced_ranges": _quiesced(cluster),
         }
     CONSOLE.log(f"idle: {out}")

@@ -27,15 +27,21 @@ is a direct measure of how long client requests on this loop were stuck.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import accumulate
+from math import inf
 from typing import Final
 
 from prometheus_client import CONTENT_TYPE_LATEST as _CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-__all__ = ["CONTENT_TYPE", "NodeMetrics", "WorkerTotals", "run_loop_lag_monitor"]
+__all__ = ["CONTENT_TYPE", "NodeMetrics", "RequestStats", "WorkerTotals", "run_loop_lag_monitor"]
 
 CONTENT_TYPE: Final[str] = _CONTENT_TYPE
 
@@ -70,14 +76,9 @@ class NodeMetrics:
         self.node_id = node_id
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
-            "multiraft_requests", "Client requests by command and outcome",
-            ["command", "outcome"], registry=r,
-        )
-        self.request_seconds = Histogram(
-            "multiraft_request_seconds", "Client request latency by command",
-            ["command"], buckets=_LATENCY_BUCKETS, registry=r,
-        )
+        #: Client requests and latencies, aggregated per batch off the prometheus path.
+        self.requests = RequestStats()
+        r.register(self.requests)
         self.admin_requests = Counter(
             "multiraft_admin_requests", "HTTP admin requests by endpoint and status",
             ["endpoint", "status"], registry=r,
@@ -116,8 +117,25 @@ class NodeMetrics:
             registry=r,
         )
         self.queue_depth = Gauge(
-            "multiraft_queue_depth", "Records waiting in a node<->worker queue",
-            ["worker", "direction"], registry=r,
+            "multiraft_queue_depth",
+            "Records a worker found waiting on its inbound queue at its latest drain",
+            ["worker"], registry=r,
+        )
+        self.pending_requests = Gauge(
+            "multiraft_worker_pending_requests",
+            "Client requests accepted by a worker and not yet answered", ["worker"], registry=r,
+        )
+        self.peer_frames = Counter(
+            "multiraft_peer_frames", "TCP frames exchanged with each peer node",
+            ["peer", "direction"], registry=r,
+        )
+        self.peer_bytes = Counter(
+            "multiraft_peer_bytes", "Bytes (framing included) exchanged with each peer node",
+            ["peer", "direction"], registry=r,
+        )
+        self.peer_dropped = Counter(
+            "multiraft_peer_dropped_payloads",
+            "Payloads dropped because a peer's outgoing queue was full", ["peer"], registry=r,
         )
         self.loop_lag = Histogram(
             "multiraft_event_loop_lag_seconds", "How late the node's event loop woke up",
@@ -131,11 +149,18 @@ class NodeMetrics:
               registry=r).labels(node=str(node_id)).set(1)
         # Invariant: _last[worker] is the WorkerTotals last folded into the counters.
         self._last: dict[int, WorkerTotals] = {}
+        # Invariant: _last_peer[peer] is the (frames out, frames in, bytes out, bytes in,
+        # dropped) last folded into the peer counters.
+        self._last_peer: dict[int, tuple[int, int, int, int, int]] = {}
 
     def observe_request(self, command: str, outcome: str, seconds: float) -> None:
         """One client request (``outcome``: ok, err, tryagain, timeout)."""
-        self.requests.labels(command=command, outcome=outcome).inc()
-        self.request_seconds.labels(command=command).observe(seconds)
+        self.requests.observe(command, outcome, 1, seconds)
+
+    def observe_requests(self, command: str, outcome: str, count: int, seconds: float) -> None:
+        """``count`` requests of one pipelined batch, each answered after ``seconds``
+        (the RESP server calls this once per command and outcome of a batch)."""
+        self.requests.observe(command, outcome, count, seconds)
 
     def observe_fsync(self, worker: int, seconds: float) -> None:
         self.fsync_seconds.labels(worker=str(worker)).observe(seconds)
@@ -158,13 +183,31 @@ class NodeMetrics:
                 counter.labels(worker=w).inc(delta)
         self._last[worker] = totals
 
+    def observe_peer_totals(
+        self, peer: int, *, frames_out: int, frames_in: int, bytes_out: int, bytes_in: int,
+        dropped: int,
+    ) -> None:
+        """Fold the peer transport's cumulative counters for ``peer`` into the metrics."""
+        now = (frames_out, frames_in, bytes_out, bytes_in, dropped)
+        last = self._last_peer.get(peer, (0, 0, 0, 0, 0))
+        p = str(peer)
+        series = (self.peer_frames.labels(peer=p, direction="out"),
+                  self.peer_frames.labels(peer=p, direction="in"),
+                  self.peer_bytes.labels(peer=p, direction="out"),
+                  self.peer_bytes.labels(peer=p, direction="in"),
+                  self.peer_dropped.labels(peer=p))
+        for counter, value, before in zip(series, now, last, strict=True):
+            if value > before:
+                counter.inc(value - before)
+        self._last_peer[peer] = now
+
     def observe_ranges(self, worker: int, held: int, quiesced: int) -> None:
         self.ranges.labels(worker=str(worker)).set(held)
         self.quiesced_ranges.labels(worker=str(worker)).set(quiesced)
 
-    def observe_queue_depth(self, worker: int, inbound: int, outbound: int) -> None:
-        self.queue_depth.labels(worker=str(worker), direction="in").set(inbound)
-        self.queue_depth.labels(worker=str(worker), direction="out").set(outbound)
+    def observe_queue_depth(self, worker: int, inbound: int, pending: int) -> None:
+        self.queue_depth.labels(worker=str(worker)).set(inbound)
+        self.pending_requests.labels(worker=str(worker)).set(pending)
 
     def observe_loop_lag(self, seconds: float) -> None:
         self.loop_lag.observe(seconds)
@@ -173,6 +216,59 @@ class NodeMetrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return bytes(generate_latest(self.registry))
+
+
+class RequestStats(Collector):
+    """Client requests by command and outcome, and their latency histogram by command.
+
+    ``prometheus_client``'s own Counter/Histogram cost a label lookup, a lock
+    and a bucket scan per observation, on the event loop, per request. Here an
+    observation is a dict lookup, a bisect and a few additions, and stands for
+    a whole batch (``count`` requests with one latency); the Prometheus
+    families are built only when scraped (``collect``, on the admin server's
+    render thread, hence the lock). Exposes ``multiraft_requests_total
+    {command,outcome}`` and ``multiraft_request_seconds{command}`` (histogram).
+    """
+
+    def __init__(self, buckets: tuple[float, ...] = _LATENCY_BUCKETS) -> None:
+        self._bounds = buckets
+        self._lock = threading.Lock()
+        #: Invariant: (command, outcome) -> requests counted so far.
+        self._counts: dict[tuple[str, str], int] = {}
+        #: Invariant: command -> [per-bucket counts (last: above every bound)..., sum of
+        #: seconds]; the bucket counts add up to the command's requests.
+        self._latency: dict[str, list[float]] = {}
+
+    def observe(self, command: str, outcome: str, count: int, seconds: float) -> None:
+        key = (command, outcome)
+        slot = bisect_left(self._bounds, seconds)
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + count
+            row = self._latency.get(command)
+            if row is None:
+                row = self._latency[command] = [0.0] * (len(self._bounds) + 2)
+            row[slot] += count
+            row[-1] += seconds * count
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            counts = list(self._counts.items())
+            latency = [(c, list(row)) for c, row in self._latency.items()]
+        requests = CounterMetricFamily(
+            "multiraft_requests", "Client requests by command and outcome",
+            labels=["command", "outcome"])
+        for (command, outcome), n in counts:
+            requests.add_metric([command, outcome], n)
+        yield requests
+        seconds = HistogramMetricFamily(
+            "multiraft_request_seconds", "Client request latency by command",
+            labels=["command"])
+        for command, row in latency:
+            cumulative = list(accumulate(row[:-1]))
+            buckets = [("+Inf" if b == inf else repr(b), n)
+                       for b, n in zip((*self._bounds, inf), cumulative, strict=True)]
+            seconds.add_metric([command], buckets, row[-1])
+        yield seconds
 
 
 async def run_loop_lag_monitor(

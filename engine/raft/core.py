@@ -380,6 +380,24 @@ class Raft:
             lo = ents[-1].index + 1
         return False
 
+    def lead_by_agreement(self) -> None:
+        """Lead the current term without an election.
+
+        Legal only when every voter has durably voted for this node in the current
+        term before the group exchanged any message: a deterministic bootstrap writes
+        exactly that vote into every voter's initial hard state. One vote per term
+        (§5.2) then leaves no other node able to win this term, so this node holds the
+        election's outcome already; a cluster of thousands of fresh groups skips
+        thousands of elections. Raises ValueError if this node has not got its own
+        vote or is not an idle follower voter."""
+        if self.vote != self.id or self.role != StateRole.FOLLOWER or self.lead != NONE:
+            raise ValueError("lead_by_agreement needs a fresh follower that voted for itself")
+        if self.id not in self.tracker.voter_ids():
+            raise ValueError("lead_by_agreement needs a voter")
+        self.role = StateRole.CANDIDATE
+        self._become_leader()
+        self._bcast_append()
+
     def _campaign(self, pre: bool, transfer: bool = False) -> None:
         if pre:
             self._become_pre_candidate()

@@ -167,6 +167,11 @@ class RawNode:
         """Start an election now (through pre-vote if configured)."""
         self.raft.hup()
 
+    def lead_by_agreement(self) -> None:
+        """Lead the current term without an election (see ``Raft.lead_by_agreement``
+        for the one situation where that is safe)."""
+        self.raft.lead_by_agreement()
+
     def report_unreachable(self, node: int) -> None:
         """The transport failed to deliver to ``node``: stop streaming to it optimistically."""
         self.raft.report_unreachable(node)

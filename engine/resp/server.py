@@ -41,6 +41,10 @@ exception that is not a ``ClientError`` is a bug: it is logged, the batch's
 commands get ``-ERR internal error``, and the connection survives.
 A connection lost mid-batch lets its batch finish (the commands may already
 be proposed; cancelling would not un-propose them) and drops the replies.
+
+Metrics: backend commands are reported to the optional ``RequestObserver``
+once per batch and (command, outcome) — count and the batch's latency, from
+parsing to the reply write — never per command on the hot path.
 """
 
 from __future__ import annotations
@@ -49,9 +53,10 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import cast
+from typing import Protocol, cast
 
-from engine.client_errors import ClientError
+from engine.client_errors import ClientError, Timeout, TryAgain
+from engine.kv_codec import Error
 from engine.resp.backend import KVBackend, Outcome
 from engine.resp.commands import (
     Call,
@@ -65,11 +70,20 @@ from engine.resp.commands import (
 from engine.resp.limits import Limits
 from engine.resp.protocol import ProtocolError, Rejected, RespParser, encode_error
 
-__all__ = ["RespServer", "ServerStats"]
+__all__ = ["RequestObserver", "RespServer", "ServerStats"]
 
 log = logging.getLogger(__name__)
 
 _INTERNAL = encode_error("ERR", "internal error")
+
+
+class RequestObserver(Protocol):
+    """Where the server reports its backend commands (``NodeMetrics`` is one)."""
+
+    def observe_requests(self, command: str, outcome: str, count: int, seconds: float) -> None:
+        """``count`` commands named ``command`` of one batch ended in ``outcome``
+        (ok, err, tryagain, timeout) ``seconds`` after the batch was parsed."""
+        ...
 
 
 @dataclass(slots=True)
@@ -93,8 +107,10 @@ class RespServer:
         host: str = "127.0.0.1",
         port: int = 6379,
         limits: Limits | None = None,
+        observer: RequestObserver | None = None,
     ) -> None:
         self._backend = backend
+        self.observer = observer
         self._host = host
         self._port = port
         self.limits = limits or Limits()
@@ -253,7 +269,8 @@ class _Connection(asyncio.Protocol):
             if not plans and fatal is None:
                 break
             if any(type(p) is Call for p in plans):
-                self.task = asyncio.get_running_loop().create_task(self._run(plans, fatal))
+                self.task = asyncio.get_running_loop().create_task(
+                    self._run(plans, fatal, time.perf_counter()))
                 return
             self._send([p.reply for p in plans if type(p) is Immediate], plans, fatal)
         if self._eof and self.task is None and not self._write_paused:
@@ -283,10 +300,12 @@ class _Connection(asyncio.Protocol):
         self._server.stats.commands += len(plans)
         return plans, None
 
-    async def _run(self, plans: list[Plan], fatal: ProtocolError | None) -> None:
+    async def _run(self, plans: list[Plan], fatal: ProtocolError | None,
+                   started: float) -> None:
         try:
             calls = [p for p in plans if type(p) is Call]
             outcomes = await self._execute(calls)
+            self._observe(calls, outcomes, started)
             replies: list[bytes] = []
             it = iter(zip(calls, outcomes, strict=True))
             for plan in plans:
@@ -328,6 +347,23 @@ class _Connection(asyncio.Protocol):
             return [None] * len(calls)
         return outcomes
 
+    def _observe(self, calls: list[Call], outcomes: list[Outcome | None],
+                 started: float) -> None:
+        """Report the batch: one observation per (command, outcome) it contains."""
+        observer = self._server.observer
+        if observer is None:
+            return
+        seconds = time.perf_counter() - started
+        if len(calls) == 1:
+            observer.observe_requests(calls[0].name, _outcome_label(outcomes[0]), 1, seconds)
+            return
+        counts: dict[tuple[str, str], int] = {}
+        for call, outcome in zip(calls, outcomes, strict=True):
+            key = (call.name, _outcome_label(outcome))
+            counts[key] = counts.get(key, 0) + 1
+        for (name, label), n in counts.items():
+            observer.observe_requests(name, label, n, seconds)
+
     def _send(self, replies: list[bytes], plans: list[Plan], fatal: ProtocolError | None) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
@@ -343,3 +379,15 @@ class _Connection(asyncio.Protocol):
         if close:
             self.close()
 
+
+
+def _outcome_label(outcome: Outcome | None) -> str:
+    """The metrics outcome of one command: ok, err (refused, bad request, or a
+    backend bug), tryagain, timeout."""
+    if isinstance(outcome, TryAgain):
+        return "tryagain"
+    if isinstance(outcome, Timeout):
+        return "timeout"
+    if outcome is None or isinstance(outcome, (ClientError, Error)):
+        return "err"
+    return "ok"

@@ -29,8 +29,10 @@ def test_every_issue_metric_is_exported() -> None:
     m.observe_worker_totals(0, WorkerTotals(proposals=5, commits=4, elections=1, fsyncs=2,
                                             bytes_written=100, cpu_seconds=0.5))
     m.observe_ranges(0, held=10, quiesced=7)
-    m.observe_queue_depth(0, inbound=3, outbound=1)
+    m.observe_queue_depth(0, inbound=3, pending=1)
     m.observe_loop_lag(0.003)
+    m.observe_peer_totals(2, frames_out=4, frames_in=3, bytes_out=400, bytes_in=300, dropped=0)
+    m.observe_peer_totals(2, frames_out=6, frames_in=3, bytes_out=600, bytes_in=300, dropped=1)
     s = samples(m)
     w0 = (("worker", "0"),)
     assert s["multiraft_requests_total", (("command", "GET"), ("outcome", "ok"))] == 1
@@ -44,10 +46,14 @@ def test_every_issue_metric_is_exported() -> None:
     assert s["multiraft_worker_cpu_seconds_total", w0] == 0.5
     assert s["multiraft_ranges", w0] == 10
     assert s["multiraft_quiesced_ranges", w0] == 7
-    assert s["multiraft_queue_depth", (("direction", "in"), ("worker", "0"))] == 3
+    assert s["multiraft_queue_depth", w0] == 3
+    assert s["multiraft_worker_pending_requests", w0] == 1
     assert s["multiraft_event_loop_lag_last_seconds", ()] == 0.003
     assert s["multiraft_event_loop_lag_seconds_count", ()] == 1
     assert s["multiraft_node_info", (("node", "3"),)] == 1
+    assert s["multiraft_peer_frames_total", (("direction", "out"), ("peer", "2"))] == 6
+    assert s["multiraft_peer_bytes_total", (("direction", "in"), ("peer", "2"))] == 300
+    assert s["multiraft_peer_dropped_payloads_total", (("peer", "2"),)] == 1
 
 
 def test_worker_totals_become_monotonic_counters_across_a_restart() -> None:

@@ -6,8 +6,9 @@ import itertools
 import random
 
 from engine.config import local_cluster_configs
+from engine.meta_codec import META_RANGE_ID
 from engine.range_desc import RangeDescriptor
-from engine.range_directory import RangeDirectory, initial_descriptors
+from engine.range_directory import RangeDirectory, bootstrap_descriptors, initial_descriptors
 
 
 def test_bootstrap_layout_is_deterministic_and_covers_the_key_space(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -111,3 +112,36 @@ def test_indexed_directory_agrees_with_a_naive_model_under_random_news() -> None
         for desc in live:
             fast.update(desc)
         assert fast.all() == live, f"seed {seed}"
+
+
+def test_meta_descriptor_is_kept_aside_by_id(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Meta's span is nominal (the whole key space): it must never answer a key
+    lookup, a scan or a listing, yet be found by id with its leader."""
+    configs = local_cluster_configs(3, tmp_path)
+    layouts = [bootstrap_descriptors(c) for c in configs]
+    assert layouts[0] == layouts[1] == layouts[2]
+    meta, *user = layouts[0]
+    assert meta.range_id == META_RANGE_ID and user == initial_descriptors(configs[0])
+    d = RangeDirectory(layouts[0])
+    assert d.get(META_RANGE_ID) == meta and len(d) == len(user) and d.all() == user
+    assert all(x.range_id != META_RANGE_ID for x in d.overlapping(b"", b""))
+    assert d.lookup(b"") == user[0]
+    moved = RangeDescriptor(range_id=META_RANGE_ID, start_key=b"", end_key=b"",
+                            voters=(2, 3, 4), generation=meta.generation)
+    assert d.update(moved) and d.get(META_RANGE_ID) == moved  # same generation: latest wins
+    assert not d.update(moved)
+    newer = RangeDescriptor(range_id=META_RANGE_ID, start_key=b"", end_key=b"",
+                            voters=(1,), generation=5)
+    assert d.update(newer) and not d.update(moved)  # but never back to an older one
+    d.set_leader(META_RANGE_ID, 2)
+    assert d.leader(META_RANGE_ID) == 2 and d.all() == user
+
+
+def test_replace_reports_what_it_displaced() -> None:
+    whole = RangeDescriptor(range_id=1, start_key=b"", end_key=b"", voters=(1,))
+    d = RangeDirectory([whole])
+    left, right = whole.split(b"m", 2)
+    assert d.replace(left) == [whole]
+    assert d.replace(right) == []
+    assert d.replace(right) is None and d.replace(whole) is None
+    assert d.replace(left.merge(right)) == [left, right]

@@ -11,7 +11,7 @@ from engine.replica_state import (
     recover,
     repair_log,
     superseded,
-    write_initial_state,
+    write_initial_states,
 )
 from engine.snapshot_store import MemorySnapshotStore, SnapshotRecord
 from engine.store import Store
@@ -31,7 +31,7 @@ def test_initial_state_then_recover() -> None:
     desc = RangeDescriptor(range_id=4, start_key=b"a", end_key=b"z", voters=NODES)
     conf = ConfState(voters=NODES)
     wb = WriteBatch()
-    write_initial_state(desc, conf, kv(desc), snaps, wb)
+    write_initial_states([(desc, conf, kv(desc), 0)], snaps, wb)
     log.write(wb)
     assert log.hard_state(4) == HardState(INITIAL_TERM, 0, INITIAL_INDEX)
     rep = recover(2, 4, log=log, snapshots=snaps, sm_factory=kv, cfg=StoreConfig())

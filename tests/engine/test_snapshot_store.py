@@ -118,3 +118,22 @@ def test_dir_store_reads_version_1_images(tmp_path: Path) -> None:
     p.write_bytes(bytes(raw))
     got = DirSnapshotStore(tmp_path).load(7)
     assert got is not None and got[0] == rec(5) and b"".join(got[1]) == b"old"
+
+
+def test_save_many_replaces_every_image_and_survives_reopen(tmp_path: Path) -> None:
+    store = DirSnapshotStore(tmp_path)
+    store.save(rec(4), [b"old"])
+    descs = [RangeDescriptor(range_id=r, start_key=bytes([r]), end_key=bytes([r + 1]),
+                             voters=(1,)) for r in range(7, 57)]
+    store.save_many([(SnapshotRecord(d.range_id, 9, 2, d, CONF), [b"img%d" % d.range_id])
+                     for d in descs])
+    store.save_many([])
+    reopened = DirSnapshotStore(tmp_path)
+    assert reopened.range_ids() == list(range(7, 57))
+    assert not list(tmp_path.glob("*.tmp"))
+    for d in descs:
+        got = reopened.load(d.range_id)
+        assert got is not None
+        record, chunks = got
+        assert record.descriptor == d and record.index == 9
+        assert b"".join(chunks) == b"img%d" % d.range_id

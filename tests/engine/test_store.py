@@ -219,13 +219,35 @@ def test_early_send_hands_out_pre_votes_before_the_write() -> None:
     early: list[dict[int, NodeBatch]] = []
     s = Store(1, open_log_store("memory"), MemorySnapshotStore(),
               lambda d: KVStateMachine(d.start_key, d.end_key), early_send=early.append)
-    # Range 3: voter 3 mod 3 = 0, node 1, campaigns at bootstrap.
-    s.bootstrap([RangeDescriptor(range_id=3, start_key=b"", end_key=b"", voters=NODES)])
+    s.bootstrap([RangeDescriptor(range_id=3, start_key=b"", end_key=b"", voters=NODES)],
+                campaign=False)
+    rep = s.replica(3)
+    assert rep is not None
+    rep.raw.campaign()
+    s.tick()
     out = s.process()
     votes = [m for batches in early for b in batches.values() for _, m in b.messages]
     assert votes and all(m.type == MessageType.PRE_VOTE for m in votes), \
         "pre-votes may leave before the write; nothing else was sent early"
     assert not any(b.messages for b in out.outgoing.values())
+
+
+def test_bootstrap_leads_by_agreement_without_an_election() -> None:
+    """Range 3: voter 3 mod 3 = 0 (node 1) holds every voter's initial vote, so it
+    leads at once and its first messages are appends, never votes."""
+    early: list[dict[int, NodeBatch]] = []
+    s = Store(1, open_log_store("memory"), MemorySnapshotStore(),
+              lambda d: KVStateMachine(d.start_key, d.end_key), early_send=early.append)
+    s.bootstrap([RangeDescriptor(range_id=3, start_key=b"", end_key=b"", voters=NODES),
+                 RangeDescriptor(range_id=4, start_key=b"", end_key=b"", voters=NODES)])
+    lead, follow = s.replica(3), s.replica(4)
+    assert lead is not None and lead.is_leader
+    assert follow is not None and not follow.is_leader and follow.raw.raft.vote == 2
+    s.process()
+    sent = [(rid, m) for batches in early for b in batches.values() for rid, m in b.messages]
+    assert sent and {rid for rid, _ in sent} == {3}
+    assert all(m.type == MessageType.APPEND for _, m in sent)
+    assert {m.to for _, m in sent} == {2, 3}
 
 
 def test_a_second_state_machine_plugs_in() -> None:

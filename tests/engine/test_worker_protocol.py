@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from engine.kv_codec import Cas, Count, Delete, Get, MSet, Put, Scan, encode_command
@@ -50,6 +52,22 @@ def test_report_round_trip() -> None:
         decode_report(raw + b"x")
     with pytest.raises((ValueError, Exception)):
         decode_report(raw[:-3])
+
+
+def test_delta_report_round_trip_carries_removals_loads_and_sync_latencies() -> None:
+    d = RangeDescriptor(range_id=3, start_key=b"a", end_key=b"b", voters=(1, 2), generation=2)
+    report = WorkerReport(
+        rounds=1, fsyncs=2, log_writes=3, entries_applied=4, cpu_seconds=0.5,
+        ranges=(RangeReport(d, 1, 2, 3, True, False, size_bytes=1 << 40, keys=7, writes=9,
+                            reads=11),),
+        proposals=12, elections=1, bytes_logged=1 << 33, inbox=5, pending=6, full=False,
+        removed=(4, 1 << 63),
+        sync_seconds=(0.5, 0.25))
+    raw = encode_report(report)
+    assert decode_report(raw) == report
+    for cut in range(len(raw)):  # every truncation is refused, never misread
+        with pytest.raises((ValueError, struct.error)):
+            decode_report(raw[:cut])
 
 
 def test_peek_destination() -> None:

@@ -150,7 +150,14 @@ def test_admin_split_merge_and_transfer_under_traffic(cluster: LocalCluster) -> 
     split = _admin(cluster, 3, "POST", "/ranges/4/split", {"key": "sp2"})
     left, right = split["left"], split["right"]
     assert left["range_id"] == 4 and left["end"] == "sp2" and right["start"] == "sp2"
-    time.sleep(1.0)
+    # The new id comes from the meta range's allocator (ids 1..8 are the bootstrap's),
+    # and the meta directory carries the split to every node's /ranges.
+    assert 8 < right["range_id"] < 100
+    deadline = time.monotonic() + 10
+    while not all(any(r["range_id"] == right["range_id"] and r["start"] == "sp2"
+                      for r in _ranges(cluster, n)) for n in (1, 2, 3)):
+        assert time.monotonic() < deadline, "a node's /ranges does not show the split"
+        time.sleep(0.2)
     merged = _admin(cluster, 1, "POST", "/ranges/4/merge", {})["range"]
     assert merged["range_id"] == 4 and merged["end_hex"] == "8000"
     # Move range 1's leadership to another voter.
@@ -201,6 +208,29 @@ def test_node_sigkill_and_restart_under_traffic(cluster: LocalCluster) -> None:
     acked = {k: v for w in writers for k, v in w.acked.items()}
     assert len(acked) > 20
     assert_all_readable(cluster, acked)
+
+
+def test_sigterm_hands_leaderships_off_then_exits_0(cluster: LocalCluster) -> None:
+    """A graceful stop moves every leadership it holds to a live voter first, so no
+    range waits out an election timeout (or node liveness, if quiesced) for it."""
+    led = [r for r in _ranges(cluster, 1) if r["leader"] not in (None, 3)][:3]
+    for r in led:
+        _admin(cluster, 1, "POST", f"/ranges/{r['range_id']}/transfer-leader", {"target": 3})
+    writer = Writer(cluster, 1, "gs")
+    writer.start()
+    time.sleep(1.0)
+    proc = cluster.procs[3]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    log = (cluster.root / "n3.log").read_text(errors="replace")
+    assert "handing off" in log, cluster.log_tail(3)
+    assert "stopping while leading" not in log, cluster.log_tail(3)
+    time.sleep(0.5)
+    writer.stop()
+    cluster.start_node(3)
+    cluster.wait_ready(3)
+    assert len(writer.acked) > 10
+    assert_all_readable(cluster, writer.acked)
 
 
 def test_garbage_on_ports_and_oversized_values_never_hurt_the_node(

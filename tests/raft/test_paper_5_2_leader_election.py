@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.raft import Message, MessageType, StateRole
+from engine.raft import ConfState, HardState, MemoryStorage, Message, MessageType, StateRole
 from tests.raft.net import Net
 
 pytestmark = pytest.mark.timeout(10)
@@ -218,3 +218,29 @@ def test_stale_append_is_answered_with_current_term_even_without_options() -> No
     net.outbox(2)
     node.step(Message(MessageType.HEARTBEAT, 2, 1, 2))
     assert [(m.type, m.term, m.to) for m in net.outbox(2)] == [(MessageType.APPEND_RESP, 4, 1)]
+
+
+def test_a_pre_agreed_vote_makes_a_leader_without_an_election() -> None:
+    """"Each server will vote for at most one candidate in a given term": when every
+    voter's durable state already holds its vote for node 1 in term 1 (a deterministic
+    bootstrap writes it), node 1 may lead term 1 at once — no other node can win it —
+    and the group commits through it with no vote message ever sent.
+    Reference: section 5.2"""
+    net = Net(cfg={"pre_vote": True, "check_quorum": True})
+    cs = ConfState(voters=(1, 2, 3))
+    for nid in (1, 2, 3):
+        st = MemoryStorage(cs)
+        st.set_hard_state(HardState(term=1, vote=1, commit=0))
+        net.add_node(nid, st)
+    with pytest.raises(ValueError):
+        net.nodes[2].lead_by_agreement()  # it voted for node 1, not for itself
+    net.nodes[1].lead_by_agreement()
+    assert net.nodes[1].raft.role == StateRole.LEADER and net.nodes[1].raft.term == 1
+    with pytest.raises(ValueError):
+        net.nodes[1].lead_by_agreement()  # already leading
+    net.stabilize()
+    sent = net.delivered
+    assert sent and not any(m.type in (MessageType.VOTE, MessageType.PRE_VOTE) for m in sent)
+    for nid in (2, 3):
+        assert net.nodes[nid].raft.lead == 1 and net.nodes[nid].raft.term == 1
+    assert net.nodes[1].raft.log.committed == 1  # its empty term-1 entry, on a quorum
