@@ -80,9 +80,11 @@ from engine.range_directory import RangeDirectory, bootstrap_descriptors
 from engine.resp.limits import Limits
 from engine.resp.server import RespServer
 from engine.router import Router
-from engine.worker import ENGINE_TYPES
+from engine.worker import ENGINE_TYPES, worker_dir
 from engine.worker_handle import WorkerHandle, reap
 from engine.worker_protocol import (
+    CONTROL_NODE_DRAINING,
+    CONTROL_REQ_ID,
     AdminOp,
     RangeReport,
     WorkerReport,
@@ -138,6 +140,11 @@ class Node:
         self._forward_timeout = forward_timeout
         self._restart_delay = restart_delay
         self._handoff_timeout = handoff_timeout
+        #: Invariant: peer -> when it announced a graceful stop. Forgotten after
+        #: ``_drain_memory`` seconds (a drain is over by then: the peer is gone, or back
+        #: as a new process that does not announce anything).
+        self._draining: dict[int, float] = {}
+        self._drain_memory = handoff_timeout + dead_after
         self._data = Path(config.node.data_dir)
         self._layout = bootstrap_descriptors(config)
         self.directory = RangeDirectory(self._layout)
@@ -251,6 +258,7 @@ class Node:
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
         if self.transport is not None:
+            self._announce_draining()
             await self._hand_off_leaderships(self._handoff_timeout)
         for t in self._tasks:
             t.cancel()
@@ -294,31 +302,48 @@ class Node:
     async def _hand_off_leaderships(self, timeout: float) -> None:
         """Transfer every leadership held here to another live voter, so that the ranges
         do not sit leaderless for an election timeout (or, quiesced, for ``dead_after``)
-        once this node is gone. Bounded by ``timeout``, and given up early when a round
-        moves nothing (the peers are stopping too, or unreachable): a stop never hangs."""
+        once this node is gone. One wave, bounded by ``timeout``: peers that announced
+        their own stop are not targets, so stopping a whole cluster does not bounce
+        leaderships between its nodes; a transfer that fails leaves an election to the
+        survivors, as a crash would."""
+        futures = []
+        for w, held in enumerate(self._held):
+            for rid, rep in held.items():
+                if not rep.is_leader:
+                    continue
+                targets = [v for v in rep.desc.voters if self._usable_peer(v)]
+                if targets:
+                    cmd = encode_admin(AdminOp.TRANSFER_LEADER, targets[rid % len(targets)])
+                    fut = self._workers[w].request(rid, cmd)
+                    fut.add_done_callback(_discard_outcome)
+                    futures.append(fut)
+        if not futures:
+            return
+        log.info("node %d: handing off %d leaderships before stopping", self.id, len(futures))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        before = -1
-        while loop.time() < deadline:
-            futures = []
-            for w, held in enumerate(self._held):
-                for rid, rep in held.items():
-                    if not rep.is_leader:
-                        continue
-                    targets = [v for v in rep.desc.voters if v != self.id and v not in self._dead]
-                    if targets:
-                        cmd = encode_admin(AdminOp.TRANSFER_LEADER, targets[rid % len(targets)])
-                        futures.append(self._workers[w].request(rid, cmd))
-            if not futures or len(futures) == before:
-                break
-            before = len(futures)
-            log.info("node %d: handing off %d leaderships before stopping", self.id, before)
-            await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
-            # The effect shows in the workers' next reports.
-            await asyncio.sleep(min(1.0, max(0.0, deadline - loop.time())))
+        await asyncio.wait(futures, timeout=timeout)
+        while loop.time() < deadline and any(map(self._usable_peer, self._peers)) and any(
+                r.is_leader for held in self._held for r in held.values()):
+            await asyncio.sleep(0.1)  # the effect shows in the workers' next reports
         left = sum(r.is_leader for held in self._held for r in held.values())
         if left:
             log.warning("node %d: stopping while leading %d ranges", self.id, left)
+
+    def _usable_peer(self, node: int) -> bool:
+        """A peer that is neither this node, nor dead, nor stopping."""
+        if node == self.id or node in self._dead:
+            return False
+        since = self._draining.get(node)
+        return since is None or time.monotonic() - since > self._drain_memory
+
+    def _announce_draining(self) -> None:
+        assert self.transport is not None
+        notice = encode_client_requests(
+            [ClientRequest(CONTROL_REQ_ID, CONTROL_NODE_DRAINING, 0, b"")])
+        for p in self._peers:
+            with contextlib.suppress(TransportError):
+                self.transport.send(p, notice)
 
     # -- workers --------------------------------------------------------------------------
 
@@ -342,6 +367,14 @@ class Node:
             self._spawn(w)
             for peer in self._dead:
                 w.node_liveness(peer, dead=True)
+
+    def snapshot_path(self, range_id: int) -> Path | None:
+        """Where the local worker holding ``range_id`` keeps its newest durable image
+        (None: no local replica)."""
+        w = self._owner.get(range_id)
+        if w is None:
+            return None
+        return worker_dir(self.config, w) / "snapshots" / f"r{range_id}.snap"
 
     def worker_pids(self) -> list[int]:
         return [w.pid for w in self._workers]
@@ -439,7 +472,13 @@ class Node:
         elif isinstance(record, CoalescedHeartbeats):
             self._route_heartbeats(record)
         elif isinstance(record, ClientRequestBatch):
-            self._serve_forwarded(peer, record.requests)
+            reqs = record.requests
+            if reqs and reqs[0].req_id == CONTROL_REQ_ID:
+                if reqs[0].range_id == CONTROL_NODE_DRAINING:
+                    self._draining[peer] = time.monotonic()
+                    log.info("node %d: node %d is stopping", self.id, peer)
+                return
+            self._serve_forwarded(peer, reqs)
         elif isinstance(record, ClientResponseBatch):
             for resp in record.responses:
                 fut = self._forwarded.pop(resp.req_id, None)
@@ -682,6 +721,12 @@ class Node:
 
     def uptime(self) -> float:
         return time.monotonic() - self._started
+
+
+def _discard_outcome(fut: asyncio.Future[ClientResponse]) -> None:
+    """Retrieve a best-effort request's result or error (the worker may stop first)."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def bootstrap_owners(layout: list[RangeDescriptor], workers: int) -> dict[int, int]:

@@ -27,7 +27,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+import aiofiles.os
 
 from engine.admin.backend import (
     AdminError,
@@ -69,11 +72,12 @@ class NodeAdmin:
     async def status(self) -> NodeStatus:
         reports = self._node.worker_reports()
         ranges = [r for rep in reports for r in rep.ranges]
+        user = [r for r in ranges if r.desc.range_id != META_RANGE_ID]  # keys: users' only
         return NodeStatus(
             node_id=self._node.id, version="0.1", uptime_s=self._node.uptime(),
             workers=len(self._node.worker_pids()), ranges=len(ranges),
             leaders=sum(r.is_leader for r in ranges), quiesced=sum(r.quiesced for r in ranges),
-            keys=0, size_bytes=0)
+            keys=sum(r.keys for r in user), size_bytes=sum(r.size_bytes for r in user))
 
     async def ranges(self) -> list[RangeInfo]:
         """The user ranges in key order. The meta range is not listed: its span is
@@ -89,7 +93,8 @@ class NodeAdmin:
                 generation=d.generation, voters=d.voters, learners=d.learners,
                 leader=self._node.directory.leader(d.range_id),
                 term=r.term if r else None, applied_index=r.applied if r else None,
-                quiesced=r.quiesced if r else False))
+                quiesced=r.quiesced if r else False, keys=r.keys if r else 0,
+                size_bytes=r.size_bytes if r else 0))
         return out
 
     async def split(self, range_id: int, key: bytes | None) -> tuple[RangeInfo, RangeInfo]:
@@ -288,6 +293,12 @@ class NodeAdmin:
         prog = decode_progress(payload)
         self._node.directory.set_leader(range_id, prog.leader)
         return prog
+
+    async def snapshot_file(self, range_id: int) -> Path:
+        path = self._node.snapshot_path(range_id)
+        if path is None or not await aiofiles.os.path.exists(path):
+            raise UnknownRange(range_id)
+        return path
 
     async def kv_get(self, key: bytes) -> bytes | None:
         res = await self._node.router.execute(Get(key))

@@ -1,8 +1,8 @@
-"""Placement: which local worker takes a new replica, and when a range splits by size or load.
+"""Placement: the worker of a new replica; when ranges split, merge or move their leadership.
 
 Theory of operation
 -------------------
-Two node-level decisions, both made from the workers' status reports.
+Node-level decisions, all made from the workers' status reports.
 
 **A replica arriving** (``ReplicaPlacement``). When a range gets a replica on
 this node (``POST /ranges/{id}/replicas`` elsewhere added us as a learner),

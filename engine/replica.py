@@ -61,6 +61,8 @@ from engine.raft.types import (
     ConfState,
     Entry,
     EntryType,
+    Message,
+    MessageType,
     ReadState,
     Snapshot,
     SnapshotMetadata,
@@ -368,6 +370,22 @@ class Replica:
             self.reads_by_ctx[ctx] = reads
         if now is not None:
             self.lease.round_started(ctx, self.raw.raft, now)
+
+    def answer_read_index(
+        self, msg: Message, now: float, seq: int, lease_ticks: float,
+    ) -> Message | None:
+        """A follower's READ_INDEX at this leader: answered at once at the commit
+        index while the lease holds (no heartbeat round), else None and raft runs
+        the round; either way a lease round is started when the lease needs one, so
+        ranges read only on followers keep a lease too."""
+        raft = self.raw.raft
+        valid = self.lease.valid(raft, now)
+        if self.lease.needs_renewal(now, lease_ticks):
+            self._start_read_round(seq, [], [], now)
+        if not valid:
+            return None
+        return Message(MessageType.READ_INDEX_RESP, msg.frm, raft.id, raft.term,
+                       index=raft.log.committed, context=msg.context)
 
     def handle_read_states(self, states: list[ReadState], lease_ticks: float = 0.0) -> None:
         for rs in states:

@@ -125,6 +125,7 @@ _HEARTBEAT_RESP = MessageType.HEARTBEAT_RESP
 _SNAPSHOT = MessageType.SNAPSHOT
 _APPEND = MessageType.APPEND
 _APPEND_RESP = MessageType.APPEND_RESP
+_READ_INDEX = MessageType.READ_INDEX
 _VOTE_REQUESTS = frozenset((MessageType.VOTE, MessageType.PRE_VOTE))
 
 
@@ -707,6 +708,13 @@ class Store:
         self._dirty.add(range_id)
         if not flags & QUIESCE:
             self._wake(rep)
+            if msg.type == _READ_INDEX and self._lease_clock is not None and rep.is_leader:
+                self._read_seq += 1
+                answer = rep.answer_read_index(msg, self._lease_clock(), self._read_seq,
+                                               self._lease_ticks)
+                if answer is not None:
+                    self._outbox.add(range_id, answer)
+                    return
             rep.raw.step(msg)
             return
         if msg.type == _HEARTBEAT:

@@ -85,6 +85,11 @@ from transport.codec import encode_client_responses, encode_heartbeats
 
 log = logging.getLogger("multiraft.worker")
 
+#: Seconds a round that was started by arrivals lasts at least (see ``Worker.run``).
+#: Each round costs a fixed overhead, an fsync and a wake-up of the node; while
+#: requests stream in this trades at most this much added latency for fewer rounds.
+BATCH_WINDOW = 0.0005
+
 #: The engine's raft values, for decoding wire records in the node and the workers.
 ENGINE_TYPES: RaftTypes[Message] = RaftTypes(
     message=Message, entry=Entry, snapshot=Snapshot, snapshot_metadata=SnapshotMetadata,
@@ -163,6 +168,7 @@ class Worker:
             while True:
                 now = time.monotonic()
                 records = self._chan.recv(0 if more else max(0.0, next_tick - now))
+                arrived = time.monotonic()
                 self._inbox_depth = len(records)
                 for rec in records:
                     self._handle(rec)
@@ -178,6 +184,13 @@ class Worker:
                     next_report = now + self._report_interval
                 if outgoing:
                     self._chan.send(outgoing)
+                if records and not more:
+                    # Batching window: under load, let the next arrivals gather for the
+                    # rest of BATCH_WINDOW (without ringing our bell: we are not marked
+                    # asleep), so one round, one fsync and one wake-up serve them all.
+                    pause = BATCH_WINDOW - (time.monotonic() - arrived)
+                    if pause > 0:
+                        time.sleep(pause)
         except (PeerClosed, PeerDead):
             pass
         finally:

@@ -90,6 +90,9 @@ from transport.codec_header import ENVELOPE, RecordKind
 #: ``req_id`` of control rows (node -> worker) and status reports (worker -> node).
 CONTROL_REQ_ID: Final = 0
 CONTROL_NODE_LIVENESS: Final = 1
+#: Node -> node (a CLIENT_REQUESTS record of this one control row): the sender has
+#: begun a graceful stop; do not hand it leaderships or forward it requests.
+CONTROL_NODE_DRAINING: Final = 2
 
 _U64: Final = struct.Struct("<Q")
 _U32: Final = struct.Struct("<I")

@@ -23,6 +23,7 @@ Rules
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 __all__ = [
@@ -169,6 +170,13 @@ class AdminBackend(Protocol):
         self, range_id: int, *, add: int | None = None, remove: int | None = None
     ) -> RangeInfo:
         """Add node ``add`` (learner, catch up, promote) or remove node ``remove``."""
+        ...
+
+    async def snapshot_file(self, range_id: int) -> Path:
+        """The newest durable image file of this node's replica of ``range_id`` (the
+        ``engine.snapshot_store`` file format), for an operator's backup or offline
+        inspection. ``UnknownRange`` if this node holds none; ``Conflict`` if the
+        backend keeps no files."""
         ...
 
     async def kv_get(self, key: bytes) -> bytes | None: ...

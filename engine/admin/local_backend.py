@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import time
+from pathlib import Path
 
 from engine.admin.backend import (
     BadRequest,
@@ -160,6 +161,11 @@ class LocalBackend:
             f"single-node local backend: r{range_id} has no other replica to lead "
             f"(asked for node {target})"
         )
+
+    async def snapshot_file(self, range_id: int) -> Path:
+        self._get(range_id)
+        raise Conflict(f"single-node local backend: r{range_id} lives in memory only, "
+                       "there is no durable image file")
 
     async def change_replicas(
         self, range_id: int, *, add: int | None = None, remove: int | None = None

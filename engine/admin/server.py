@@ -12,6 +12,8 @@ POST     /ranges/{id}/split              {} | {"key": s} | {"key_hex": h} -> {"l
 POST     /ranges/{id}/merge              {} (with the right neighbour) -> {"range"}
 POST     /ranges/{id}/transfer-leader    {"target": node} -> {"range"}
 POST     /ranges/{id}/replicas           {"add": node} | {"remove": node} -> {"range"}
+GET      /ranges/{id}/snapshot           -> this node's newest durable image file of
+                                            the range (application/octet-stream)
 GET      /metrics                        -> Prometheus text format
 GET      /kv/{key}                       -> the value (application/octet-stream) or 404
 PUT      /kv/{key}                       raw value bytes -> {"ok": true}
@@ -28,6 +30,10 @@ Rules
   404, conflict 409, ``TryAgain`` 503 with ``Retry-After``, ``Timeout`` 504.
   Any other exception is a bug: logged with its traceback, answered 500,
   and the server goes on serving (bad input never takes the node down).
+- ``/ranges/{id}/snapshot`` streams the file in chunks through ``aiofiles``
+  (a thread), never reading a file on the event loop: an image can be large
+  and the loop serves every client. The file is opened once, so a newer
+  image replacing it meanwhile (an atomic rename) does not tear the download.
 - ``/kv/{key}`` takes the key from the URL path, percent-decoded, as UTF-8
   bytes: ``curl -X PUT --data-binary @file localhost:8401/kv/user%2F1``
   (so keys that are not UTF-8 are reachable over RESP only). A value over
@@ -40,11 +46,13 @@ import asyncio
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
+import aiofiles
 from aiohttp import web
 
 from engine.admin.backend import (
@@ -81,6 +89,8 @@ _LIMITS_KEY: Final = web.AppKey("limits", _Limits)
 _U64_MAX: Final = (1 << 64) - 1
 #: The largest admin JSON body we read: bodies hold at most one key.
 _MAX_JSON_BODY: Final = 1 << 20
+#: Bytes per read when streaming an image file.
+_SNAPSHOT_CHUNK: Final = 1 << 20
 
 #: Error -> status. The ``/kv`` path goes through the same router as RESP, so
 #: the client errors of ``engine/client_errors.py`` map here too.
@@ -217,6 +227,27 @@ async def _ranges(request: web.Request) -> web.Response:
     return web.json_response({"ranges": [i.to_json() for i in infos]})
 
 
+async def _snapshot(request: web.Request) -> web.StreamResponse:
+    path = await request.app[BACKEND_KEY].snapshot_file(_range_id(request))
+    try:
+        f = await aiofiles.open(path, "rb")
+    except FileNotFoundError:
+        raise UnknownRange(_range_id(request)) from None  # removed since it was found
+    try:
+        size = os.fstat(f.fileno()).st_size  # of the file opened, not a newer one
+        resp = web.StreamResponse(headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Disposition": f'attachment; filename="{path.name}"'})
+        resp.content_length = size
+        await resp.prepare(request)
+        while chunk := await f.read(_SNAPSHOT_CHUNK):
+            await resp.write(chunk)
+    finally:
+        await f.close()
+    await resp.write_eof()
+    return resp
+
+
 async def _split(request: web.Request) -> web.Response:
     range_id = _range_id(request)
     body = await _json_object(request, frozenset({"key", "key_hex"}))
@@ -311,6 +342,7 @@ def create_admin_app(
     app.router.add_post("/ranges/{id}/merge", _merge)
     app.router.add_post("/ranges/{id}/transfer-leader", _transfer_leader)
     app.router.add_post("/ranges/{id}/replicas", _replicas)
+    app.router.add_get("/ranges/{id}/snapshot", _snapshot)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/kv/{key:.+}", _kv_get)
     app.router.add_put("/kv/{key:.+}", _kv_put)

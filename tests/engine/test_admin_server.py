@@ -110,6 +110,8 @@ def test_kv_round_trip_and_split_merge_move_data() -> None:
         ("POST", "/ranges/1/replicas", b'{"remove": 0}', 400, "remove must be a node id"),
         ("POST", "/ranges/1/replicas", b'{"add": 2}', 409, "single-node local"),
         ("POST", "/ranges/9/replicas", b'{"add": 2}', 404, "unknown range r9"),
+        ("GET", "/ranges/1/snapshot", None, 409, "no durable image file"),
+        ("GET", "/ranges/9/snapshot", None, 404, "unknown range r9"),
         ("GET", "/nope", None, 404, "Not Found"),
         ("DELETE", "/ranges", None, 405, "Method Not Allowed"),
         ("PUT", "/kv/" + "k" * 40, b"v", 400, "key is 40 bytes, the limit is 32"),

@@ -12,6 +12,8 @@ from engine.admin.backend import Conflict
 from engine.meta_codec import META_RANGE_ID
 from engine.placement import (
     MAX_SPLITS_PER_PASS,
+    LeaderBalancer,
+    LeaderMove,
     MergeDecision,
     PlacementLoop,
     ReplicaPlacement,
@@ -310,3 +312,57 @@ def test_a_neighbour_led_elsewhere_merges_only_after_staying_quiesced() -> None:
     assert look(p, 20.0, [[left, right(False)]]) == [], "woke up: reads or writes"
     assert look(p, 40.0, [[left, right(True)]]) == [], "quiet only since 40"
     assert look(p, 71.0, [[left, right(True)]]) == [MergeDecision(1, 2, 200)]
+
+
+def led_by(rid: int, leader: int, voters: tuple[int, ...] = (1, 2, 3)) -> RangeReport:
+    """Range ``rid`` as node 1 sees it: led by ``leader``."""
+    desc = RangeDescriptor(range_id=rid, start_key=bytes([rid]), end_key=bytes([rid + 1]),
+                           voters=voters)
+    return RangeReport(desc, leader, 3, 10, leader == 1, False, 100, 5, 0, 0)
+
+
+def test_a_node_leading_too_many_hands_its_coldest_to_the_least_busy_voters() -> None:
+    b = LeaderBalancer(1, cooldown_s=30.0)
+    ranges = [led_by(rid, 1) for rid in range(1, 7)] + [led_by(7, 2), led_by(8, 3)]
+    qps = {rid: float(10 - rid) for rid in range(1, 7)}   # range 6 is the coldest
+    moves = b.plan(0.0, ranges, qps)
+    assert moves == [LeaderMove(6, 2), LeaderMove(5, 3), LeaderMove(4, 2)]
+    # The next look sees the moves done: 3/3/2 is within the slack.
+    after = [led_by(rid, {6: 2, 5: 3, 4: 2}.get(rid, 1)) for rid in range(1, 7)]
+    assert b.plan(5.0, [*after, led_by(7, 2), led_by(8, 3)], qps) == []
+
+
+def test_balanced_meta_and_single_voter_ranges_stay() -> None:
+    b = LeaderBalancer(1, cooldown_s=30.0)
+    even = [led_by(1, 1), led_by(2, 1), led_by(3, 2), led_by(4, 2), led_by(5, 3), led_by(6, 3)]
+    assert b.plan(0.0, even, {}) == []
+    solo = [led_by(rid, 1, voters=(1,)) for rid in range(1, 9)]
+    meta = RangeReport(RangeDescriptor(range_id=META_RANGE_ID, start_key=b"", end_key=b"",
+                                       voters=(1, 2, 3)), 1, 1, 1, True, False)
+    assert b.plan(0.0, [*solo, meta, led_by(20, 2), led_by(21, 3)], {}) == []
+
+
+def test_a_moved_range_cools_down() -> None:
+    b = LeaderBalancer(1, cooldown_s=30.0)
+    ranges = [led_by(1, 1), led_by(2, 1), led_by(3, 1), led_by(4, 1)]
+    assert b.plan(0.0, ranges, {}) == [LeaderMove(1, 2), LeaderMove(2, 3)]
+    assert [m.range_id for m in b.plan(1.0, ranges, {})] == [3, 4], "1 and 2 are cooling"
+    assert b.plan(2.0, ranges, {}) == []
+
+
+def test_loop_moves_leaderships_when_balancing_is_on() -> None:
+    node = Node([set()])
+    report = WorkerReport(0, 0, 0, 0, 0.0, tuple(led_by(rid, 1) for rid in range(1, 5)))
+    moved: list[tuple[int, int]] = []
+
+    async def transfer(rid: int, target: int) -> None:
+        moved.append((rid, target))
+
+    async def never(rid: int) -> None:
+        raise AssertionError(rid)
+
+    loop = PlacementLoop(SplitPlanner(POLICY), node.p, lambda: [report], never, never,
+                         interval_s=0.01, balancer=LeaderBalancer(1, 30.0), transfer=transfer,
+                         clock=Clock())
+    asyncio.run(loop.run_once())
+    assert moved == [(1, 2), (2, 3)] and loop.transfers_done == 2

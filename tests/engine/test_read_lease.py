@@ -153,3 +153,11 @@ def test_concurrent_follower_reads_are_all_answered(lease: bool) -> None:
     for s, req in reqs:
         comp = c.results[s.node_id].get(req)
         assert comp is not None and comp.outcome == Outcome.OK, (s.node_id, comp)
+
+
+def test_the_leader_answers_a_follower_read_index_from_its_lease() -> None:
+    c, rid, s = _cluster(seed=11)
+    _read(c, s, rid, b"k")  # the leader earns its lease
+    follower = c.stores[next(n for n in NODES if n != s.node_id)]
+    _, delivered = _read(c, follower, rid, b"k")
+    assert delivered == 2, "READ_INDEX and its answer, no heartbeat round"
