@@ -155,7 +155,7 @@ def test_admin_split_merge_and_transfer_under_traffic(cluster: LocalCluster) -> 
     # The new id comes from the meta range's allocator (ids 1..8 are the bootstrap's),
     # and the meta directory carries the split to every node's /ranges.
     assert 8 < right["range_id"] < 100
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while not all(any(r["range_id"] == right["range_id"] and r["start"] == "sp2"
                       for r in _ranges(cluster, n)) for n in (1, 2, 3)):
         assert time.monotonic() < deadline, "a node's /ranges does not show the split"

@@ -58,7 +58,7 @@ def spans(cluster: LocalCluster, node: int) -> list[tuple[int, str, str, int]]:
             for r in admin(cluster, node, "GET", "/ranges")["ranges"]]
 
 
-def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, "timed out"
