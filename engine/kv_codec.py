@@ -73,6 +73,8 @@ from collections.abc import Callable
 from enum import IntEnum
 from typing import Any, Final, NamedTuple
 
+from engine.byte_reader import ByteReader
+
 VERSION: Final = 1
 
 #: The maximum of a u32 length/count field; also the "no limit" SCAN sentinel.
@@ -355,15 +357,11 @@ def encode_result(res: Result) -> bytes:
 # --- decoding -----------------------------------------------------------------------------
 
 
-class _Reader:
-    """A bounds-checked cursor over untrusted bytes."""
+class _Reader(ByteReader):
+    """The KV format's cursor: adds fixed-width integers and key lists."""
 
-    __slots__ = ("data", "pos")
-
-    def __init__(self, data: bytes, pos: int) -> None:
-        self.data = data
-        # Invariant: 0 <= pos <= len(data); every read checks before slicing.
-        self.pos = pos
+    __slots__ = ()
+    error = KVCodecError
 
     def u8(self) -> int:
         if self.pos >= len(self.data):
@@ -388,34 +386,11 @@ class _Reader:
         self.pos = end
         return int(n)
 
-    def take(self, n: int) -> bytes:
-        end = self.pos + n
-        if end > len(self.data):
-            raise KVCodecError(f"truncated: {n} bytes expected, {len(self.data) - self.pos} left")
-        b = self.data[self.pos : end]
-        self.pos = end
-        return b
-
-    def blob(self) -> bytes:
-        return self.take(self.u32())
-
-    def count(self, min_item_bytes: int) -> int:
-        """A u32 item count, refused when the remaining bytes cannot hold that
-        many items (so a hostile count never drives a long loop)."""
-        n = self.u32()
-        if n * min_item_bytes > len(self.data) - self.pos:
-            raise KVCodecError(f"count {n} exceeds the remaining {len(self.data) - self.pos} bytes")
-        return n
-
     def blobs(self) -> tuple[bytes, ...]:
-        n = self.count(4)
+        n = self.count("key count", 4)
         if n == 0:
             raise KVCodecError("a multi-key command needs at least one key")
         return tuple([self.blob() for _ in range(n)])
-
-    def finish(self) -> None:
-        if self.pos != len(self.data):
-            raise KVCodecError(f"{len(self.data) - self.pos} trailing bytes")
 
 
 def _as_bytes(data: object) -> bytes:
@@ -461,7 +436,7 @@ def decode_command(data: bytes) -> Command:
         delta = r.i64()
         cmd = IncrBy(r.blob(), delta)
     elif op == Op.MSET:
-        n_pairs = r.count(8)
+        n_pairs = r.count("pair count", 8)
         if n_pairs == 0:
             raise KVCodecError("MSET needs at least one pair")
         cmd = MSet(tuple([(r.blob(), r.blob()) for _ in range(n_pairs)]))
@@ -497,7 +472,7 @@ def decode_result(data: bytes) -> Result:
     elif tag == Tag.BYTES:
         res = Value(r.blob())
     elif tag == Tag.VALUES:
-        n = r.count(1)
+        n = r.count("value count", 1)
         values: list[bytes | None] = []
         for _ in range(n):
             present = r.u8()
@@ -506,7 +481,7 @@ def decode_result(data: bytes) -> Result:
             values.append(r.blob() if present else None)
         res = Values(tuple(values))
     elif tag == Tag.PAIRS:
-        n = r.count(8)
+        n = r.count("pair count", 8)
         res = Pairs(tuple([(r.blob(), r.blob()) for _ in range(n)]))
     elif tag == Tag.ERROR:
         kind = r.u8()

@@ -72,6 +72,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
+from engine.byte_reader import ByteReader
 from engine.range_desc import U64_MAX, InvalidDescriptor, RangeDescriptor
 
 #: The meta range's well-known id (see the module docstring).
@@ -286,27 +287,11 @@ def encode_result(res: MetaResult) -> bytes:
 # --- decoding -------------------------------------------------------------------------
 
 
-class _Reader:
-    """A bounds-checked cursor over untrusted bytes."""
+class _Reader(ByteReader):
+    """The meta format's cursor: adds embedded descriptors."""
 
-    __slots__ = ("data", "pos")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        #: Invariant: 0 <= pos <= len(data).
-        self.pos = 0
-
-    def take(self, n: int) -> bytes:
-        end = self.pos + n
-        if end > len(self.data):
-            raise MetaCodecError(f"truncated: need {n} bytes at offset {self.pos}, "
-                                 f"have {len(self.data) - self.pos}")
-        out = self.data[self.pos:end]
-        self.pos = end
-        return out
-
-    def unpack(self, st: struct.Struct) -> tuple[int, ...]:
-        return tuple(st.unpack(self.take(st.size)))
+    __slots__ = ()
+    error = MetaCodecError
 
     def descriptor(self) -> RangeDescriptor:
         (n,) = self.unpack(_U32)
@@ -314,18 +299,6 @@ class _Reader:
             return RangeDescriptor.decode(self.take(n))
         except InvalidDescriptor as e:
             raise MetaCodecError(f"bad descriptor: {e}") from e
-
-    def count(self, what: str, high: int, min_item: int) -> int:
-        """A u32 count, checked against ``high`` and against the bytes left (each item
-        takes at least ``min_item`` bytes), so a hostile count cannot make us loop."""
-        (n,) = self.unpack(_U32)
-        if n > high or n * min_item > len(self.data) - self.pos:
-            raise MetaCodecError(f"{what} {n} is impossible here")
-        return n
-
-    def finish(self) -> None:
-        if self.pos != len(self.data):
-            raise MetaCodecError(f"{len(self.data) - self.pos} trailing bytes")
 
 
 def _header(r: _Reader, what: str) -> int:
@@ -346,7 +319,7 @@ def decode_command(data: bytes) -> MetaCommand:
         since, after, limit = r.unpack(_CHANGES_CMD)
         cmd = ReadChanges(since=since, after_id=after, limit=limit)
     elif op == Op.PUT:
-        n = r.count("descriptor count", MAX_PUT, 4)
+        n = r.count("descriptor count", 4, high=MAX_PUT)
         cmd = PutDescriptors(tuple(r.descriptor() for _ in range(n)))
     elif op == Op.ALLOCATE:
         (count,) = r.unpack(_U32)

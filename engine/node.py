@@ -7,10 +7,12 @@ Theory of operation
 1. **Workers.** Fork ``workers`` processes (``engine.worker_handle``) before any
    socket is opened. On the cluster's first start (no ``BOOTSTRAPPED`` marker
    in ``data_dir``) a node listed in ``initial_nodes`` hands each worker its
-   share of the deterministic bootstrap layout (``initial_descriptors``;
-   range ``r`` goes to worker ``(r - 1) mod workers``); once every worker has
-   reported (its bootstrap write was fsynced before it did) the marker is
-   written, so a restart recovers instead of bootstrapping again.
+   share of the deterministic bootstrap layout (``bootstrap_owners``:
+   contiguous blocks in key order, so neighbours can merge); once every
+   worker has reported (its bootstrap write was fsynced before it did) the
+   marker is written, so a restart recovers instead of bootstrapping again.
+   Workers report their replicas as deltas (``worker_protocol``): a node with
+   10,000 replicas pays for the ones that changed, not for all of them.
 2. **Peers.** A ``PeerTransport`` carries per-node records: raft records from
    a worker are forwarded to their destination node byte for byte (one
    coalesced heartbeat record per node pair per worker round stays one
@@ -24,7 +26,8 @@ Theory of operation
    records; an empty RAFT_BATCH every ``ping_interval`` is the node-level
    liveness ping. A peer silent for ``dead_after`` seconds is declared dead to
    every worker (``Store.node_dead``: its quiesced followers wake and
-   campaign), and alive again when it is heard.
+   campaign), and alive again when it is heard — but a stall of this node's
+   own loop is never held against its peers (``_liveness_loop``).
 3. **Clients.** The RESP server over a ``Router``, whose ``submit`` runs a
    command on the local worker holding the leader, or forwards it to the
    leader's node (which runs it locally only: no forwarding chains). The
@@ -33,8 +36,10 @@ Theory of operation
    after ``restart_delay``; its requests in flight were failed ``Timeout``
    (unknown outcome); it recovers from its log and snapshots.
 5. **Shutdown** (SIGTERM/SIGINT): stop accepting clients (batches in flight
-   finish), close the workers' channels (each answers what it holds, closes
-   its log, exits 0), close the transport, exit 0.
+   finish), tell the peers this node is draining (a CONTROL_NODE_DRAINING
+   row), hand every leadership held here to a live, non-draining voter (one
+   wave, bounded), close the workers' channels (each answers what it holds,
+   closes its log, exits 0), close the transport, exit 0.
 
 The directory is the bootstrap layout, loaded from and kept in step with the
 meta range by ``MetaSync`` (``engine/meta_sync.py``), corrected in between by
@@ -42,9 +47,6 @@ reports and MISMATCH descriptors.
 
 The placement loop (``engine/placement.py``) splits ranges led here by size
 or load through ``NodeAdmin.split``.
-
-Not built yet (said plainly): moving leaderships away before a graceful
-shutdown.
 """
 
 from __future__ import annotations

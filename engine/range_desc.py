@@ -47,6 +47,8 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Final
 
+from engine.byte_reader import ByteReader
+
 VERSION: Final = 1
 U64_MAX: Final = (1 << 64) - 1
 MAX_REPLICAS: Final = 0xFFFF
@@ -251,29 +253,11 @@ class RangeDescriptor:
         )
 
 
-class _Reader:
-    """A bounds-checked cursor over untrusted bytes."""
+class _Reader(ByteReader):
+    """The descriptor format's cursor: adds sorted node-id lists."""
 
-    __slots__ = ("data", "pos")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        # Invariant: 0 <= pos <= len(data).
-        self.pos = 0
-
-    def take(self, n: int) -> bytes:
-        end = self.pos + n
-        if end > len(self.data):
-            raise InvalidDescriptor(
-                f"truncated: need {n} bytes at offset {self.pos}, have {len(self.data) - self.pos}"
-            )
-        out = self.data[self.pos : end]
-        self.pos = end
-        return out
-
-    def blob(self) -> bytes:
-        (n,) = _U32.unpack(self.take(4))
-        return self.take(n)
+    __slots__ = ()
+    error = InvalidDescriptor
 
     def node_ids(self) -> tuple[int, ...]:
         (n,) = _U16.unpack(self.take(2))
@@ -281,7 +265,3 @@ class _Reader:
         if any(a >= b for a, b in pairwise(ids)):
             raise InvalidDescriptor(f"node ids not strictly increasing: {ids}")
         return ids
-
-    def finish(self) -> None:
-        if self.pos != len(self.data):
-            raise InvalidDescriptor(f"{len(self.data) - self.pos} trailing bytes")

@@ -57,7 +57,7 @@ A report is *full* (every replica the worker holds: the node replaces its
 view of that worker) or a *delta* (the replicas that changed since the
 previous report, and the ids of those removed; a replica whose only change is
 its applied index is left out of deltas). A worker sends a full report
-first and then every few seconds (self-healing), deltas in between — with
+first and then every half minute (self-healing), deltas in between — with
 10,000 replicas per node, re-sending every one twice a second was most of an
 idle node's CPU. ``sync`` carries the latencies of the synced log writes since
 the previous report (bounded), for the fsync histogram.
@@ -106,6 +106,8 @@ _REPORT_RANGE: Final = struct.Struct("<QQQQQQQBI")
 #: most of its start-up decoding the same descriptors). Cleared when full.
 _DESC_CACHE: dict[bytes, RangeDescriptor] = {}
 _DESC_CACHE_MAX: Final = 65536
+#: The worker's side of the same: descriptor -> its encoding.
+_ENCODED: dict[RangeDescriptor, bytes] = {}
 #: Offset of ``to`` inside a raft message (after range_id u64, type u8, flags u8).
 _MSG_TO_OFFSET: Final = 10
 
@@ -233,7 +235,11 @@ def encode_report(report: WorkerReport) -> bytes:
         report.inbox, report.pending,
         int(report.full), len(report.ranges), len(report.removed), len(report.sync_seconds))]
     for r in report.ranges:
-        desc = r.desc.encode()
+        desc = _ENCODED.get(r.desc)
+        if desc is None:
+            if len(_ENCODED) >= _DESC_CACHE_MAX:
+                _ENCODED.clear()
+            desc = _ENCODED[r.desc] = r.desc.encode()
         flags = int(r.is_leader) | int(r.quiesced) << 1
         parts.append(_REPORT_RANGE.pack(r.leader, r.term, r.applied, r.size_bytes, r.keys,
                                         r.writes, r.reads, flags, len(desc)))

@@ -21,10 +21,11 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def locust(tmp_path: Path, *args: str) -> tuple[list[dict[str, str]], str]:
-    """Run locust headless for 2 s; the per-request stats rows and stderr."""
+    """Run locust headless for 3 s (2 s left too few requests on a loaded machine);
+    the per-request stats rows and stderr."""
     r = subprocess.run(
         [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "2",
-         "-r", "2", "-t", "2s", "--stop-timeout", "1", "--only-summary",
+         "-r", "2", "-t", "3s", "--stop-timeout", "1", "--only-summary",
          "--csv", str(tmp_path / "run"), "--keyspace", "20", *args],
         capture_output=True, text=True, timeout=45, cwd=tmp_path,
     )
