@@ -252,6 +252,31 @@ def test_sigterm_hands_leaderships_off_then_exits_0(cluster: LocalCluster) -> No
     assert_all_readable(cluster, writer.acked)
 
 
+def test_a_paused_node_resumes_without_losing_acknowledged_writes(cluster: LocalCluster) -> None:
+    """SIGSTOP a whole node (process and workers) past the liveness timeout, then
+    SIGCONT: the others carry on, the paused node's own stall is not held against
+    its peers when it wakes, and every acknowledged write reads back everywhere."""
+    writers = [Writer(cluster, n, f"pz{n}") for n in (1, 3)]
+    for w in writers:
+        w.start()
+    time.sleep(1.0)
+    pids = [cluster.procs[2].pid, *cluster.worker_pids(2)]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(3.0)
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    time.sleep(1.5)
+    for w in writers:
+        w.stop()
+    acked = {k: v for w in writers for k, v in w.acked.items()}
+    assert len(acked) > 20
+    assert_all_readable(cluster, acked)
+    assert cluster.procs[2].poll() is None
+
+
 def test_garbage_on_ports_and_oversized_values_never_hurt_the_node(
     cluster: LocalCluster,
 ) -> None:
