@@ -30,8 +30,12 @@ Theory of operation
    own loop is never held against its peers (``_liveness_loop``).
 3. **Clients.** The RESP server over a ``Router``, whose ``submit`` runs a
    command on the local worker holding the leader, or forwards it to the
-   leader's node (which runs it locally only: no forwarding chains). The
-   admin HTTP server over ``NodeAdmin``.
+   leader's node (which runs it locally only: no forwarding chains); a read
+   of a range we hold a follower replica of runs on that replica (a
+   linearizable ReadIndex read, answered from the leader's lease). A raft
+   record from a peer whose ranges all live in one local worker is relayed
+   to it byte for byte (``transport.codec_peek``), decoded only to be split.
+   The admin HTTP server over ``NodeAdmin``.
 4. **Supervision.** A worker that dies is reaped, logged and forked again
    after ``restart_delay``; its requests in flight were failed ``Timeout``
    (unknown outcome); it recovers from its log and snapshots.

@@ -35,6 +35,7 @@ reorder it against a command it shares no key with).
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import cast
 
@@ -83,7 +84,7 @@ class Router:
         self._dir = directory
         self._submit = submit
         self._max_attempts = max_attempts
-        self._backoff = backoff
+        self._backoff = float(backoff)  # _judge tells a pause from a result by its type
 
     async def execute(self, cmd: Command, *, stale: bool = False) -> Result:
         return await self._execute(cmd)
@@ -104,7 +105,18 @@ class Router:
             for i in chain:
                 out[i] = await self._outcome(cmds[i])
 
-        await asyncio.gather(*(run_chain(chain) for chain in chains))
+        # A lone command runs as execute_fast's future (no task); a chain as one task.
+        parts: list[asyncio.Future[Result] | asyncio.Future[None]] = [
+            self.execute_fast(cmds[chain[0]]) if len(chain) == 1
+            else asyncio.ensure_future(run_chain(chain)) for chain in chains]
+        results = await asyncio.gather(*parts, return_exceptions=True)
+        for chain, res in zip(chains, results, strict=True):
+            if isinstance(res, ClientError):
+                out[chain[0]] = res
+            elif isinstance(res, BaseException):
+                raise res  # a bug: the server answers the whole batch "internal error"
+            elif len(chain) == 1:
+                out[chain[0]] = res
         return cast("list[Outcome]", out)
 
     async def _outcome(self, cmd: Command) -> Outcome:
@@ -208,45 +220,116 @@ class Router:
 
     # -- one range ------------------------------------------------------------------------
 
-    async def _on_key(self, key: bytes, cmd: Command) -> Result:
-        """Run ``cmd`` (whose keys all lie in ``key``'s range) with bounded retries."""
-        try:
-            raw = encode_command(cmd)
-        except KVCodecError as e:
-            raise BadRequest(str(e)) from e
-        for attempt in range(self._max_attempts):
+    async def _on_key(
+        self, key: bytes, cmd: Command, raw: bytes | None = None, *, attempt: int = 0,
+        pause: float = 0.0,
+    ) -> Result:
+        """Run ``cmd`` (whose keys all lie in ``key``'s range) with bounded retries;
+        ``attempt``/``pause``: go on after attempts already made (``execute_fast``)."""
+        if raw is None:
+            try:
+                raw = encode_command(cmd)
+            except KVCodecError as e:
+                raise BadRequest(str(e)) from e
+        if pause:
+            await asyncio.sleep(pause)
+        for n in range(attempt, self._max_attempts):
             desc = self._dir.lookup(key)
             if desc is None:
                 # A gap: a split's left half was learnt before its right half (the
                 # workers' reports fill it in); nothing was sent, so waiting is safe.
-                await asyncio.sleep(self._backoff * (1 + min(attempt, 8)))
+                await asyncio.sleep(self._backoff * (1 + min(n, 8)))
                 continue
-            resp = await self._submit(desc, raw)
-            outcome, hint = unpack_status(resp.status)
-            if outcome == ReqOutcome.OK:
-                res = decode_result(resp.payload)
-                if isinstance(res, Error) and res.kind == ErrorKind.RANGE_KEY_MISMATCH:
-                    self._dir.set_leader(desc.range_id, None)
-                    await asyncio.sleep(self._backoff)
-                    continue
-                return res
-            if outcome == ReqOutcome.MISMATCH:
-                if resp.payload:
-                    self._dir.update(RangeDescriptor.decode(resp.payload))
-                else:
-                    self._dir.set_leader(desc.range_id, None)
-                await asyncio.sleep(self._backoff * min(attempt, 4))
-                continue
-            if outcome == ReqOutcome.TRYAGAIN:
-                known = self._dir.leader(desc.range_id)
-                self._dir.set_leader(desc.range_id, hint or None)
-                if not hint or hint == known:
-                    await asyncio.sleep(self._backoff * (1 + min(attempt, 8)))
-                continue
-            if outcome == ReqOutcome.UNKNOWN:
-                raise Timeout("the outcome of the command is unknown")
-            raise BadRequest(resp.payload.decode("utf-8", "replace"))
+            verdict = self._judge(desc, await self._submit(desc, raw), n)
+            if not isinstance(verdict, float):
+                return verdict
+            if verdict:
+                await asyncio.sleep(verdict)
         raise TryAgain("no leader found for the range; retry")
+
+    def _judge(self, desc: RangeDescriptor, resp: ClientResponse, attempt: int) -> Result | float:
+        """The result of one attempt, or the pause before the next one (0.0: retry at
+        once). Learns from the answer (descriptor, leader hint); raises ``Timeout``
+        (unknown outcome: never retried) or ``BadRequest``."""
+        outcome, hint = unpack_status(resp.status)
+        if outcome == ReqOutcome.OK:
+            res = decode_result(resp.payload)
+            if isinstance(res, Error) and res.kind == ErrorKind.RANGE_KEY_MISMATCH:
+                self._dir.set_leader(desc.range_id, None)
+                return self._backoff
+            return res
+        if outcome == ReqOutcome.MISMATCH:
+            if resp.payload:
+                self._dir.update(RangeDescriptor.decode(resp.payload))
+            else:
+                self._dir.set_leader(desc.range_id, None)
+            return self._backoff * min(attempt, 4)
+        if outcome == ReqOutcome.TRYAGAIN:
+            known = self._dir.leader(desc.range_id)
+            self._dir.set_leader(desc.range_id, hint or None)
+            if not hint or hint == known:
+                return self._backoff * (1 + min(attempt, 8))
+            return 0.0
+        if outcome == ReqOutcome.UNKNOWN:
+            raise Timeout("the outcome of the command is unknown")
+        raise BadRequest(resp.payload.decode("utf-8", "replace"))
+
+    # -- the unpipelined fast path --------------------------------------------------------
+
+    def execute_fast(self, cmd: Command) -> asyncio.Future[Result]:
+        """``execute`` as a future, for the RESP server's one-command batches.
+
+        A single-key command's first attempt runs without a task or coroutine: it
+        is submitted at once and judged in the answer's done callback; only a
+        retry (or a multi-range command) becomes a task running ``_on_key``. The
+        future fails with a ``ClientError`` as ``execute`` raises one."""
+        loop = asyncio.get_running_loop()
+        if isinstance(cmd, (Get, Put, Cas, IncrBy)):
+            out: asyncio.Future[Result] = loop.create_future()
+            try:
+                raw = encode_command(cmd)
+            except KVCodecError as e:
+                out.set_exception(BadRequest(str(e)))
+                return out
+            desc = self._dir.lookup(cmd.key)
+            if desc is not None:
+                sub = asyncio.ensure_future(self._submit(desc, raw))
+                sub.add_done_callback(functools.partial(self._first_answer, out, cmd, raw,
+                                                        desc))
+                return out
+        return asyncio.ensure_future(self._execute(cmd))
+
+    def _first_answer(self, out: asyncio.Future[Result], cmd: Get | Put | Cas | IncrBy,
+                      raw: bytes, desc: RangeDescriptor,
+                      sub: asyncio.Future[ClientResponse]) -> None:
+        if out.done():
+            return
+        if sub.cancelled():
+            out.cancel()
+            return
+        try:
+            verdict = self._judge(desc, sub.result(), 0)
+        except Exception as e:  # a ClientError, or a bug: the awaiting caller reports it
+            out.set_exception(e)
+            return
+        if not isinstance(verdict, float):
+            out.set_result(verdict)
+            return
+        retry = asyncio.ensure_future(self._on_key(cmd.key, cmd, raw, attempt=1,
+                                                   pause=verdict))
+        retry.add_done_callback(functools.partial(_settle, out))
+
+
+def _settle(out: asyncio.Future[Result], task: asyncio.Future[Result]) -> None:
+    """Copy ``task``'s outcome into ``out``."""
+    if out.done():
+        return
+    if task.cancelled():
+        out.cancel()
+    elif (exc := task.exception()) is not None:
+        out.set_exception(exc)
+    else:
+        out.set_result(task.result())
 
 
 def _keys_of(cmd: Command) -> tuple[bytes, ...] | None:

@@ -37,13 +37,14 @@ Contract
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from engine.client_errors import ClientError
 from engine.kv_codec import Command, Result
 
-__all__ = ["KVBackend", "Outcome"]
+__all__ = ["FastKVBackend", "KVBackend", "Outcome"]
 
 #: What one command of a batch came to: its result, or why it has none.
 Outcome = Result | ClientError
@@ -60,4 +61,14 @@ class KVBackend(Protocol):
         self, cmds: Sequence[Command], *, stale: bool = False
     ) -> list[Outcome]:
         """Execute a pipelined batch; one outcome per command, in order."""
+        ...
+
+
+@runtime_checkable
+class FastKVBackend(KVBackend, Protocol):
+    """A backend that can also run one command as a plain future (the RESP server
+    then serves an unpipelined command without a task per request)."""
+
+    def execute_fast(self, cmd: Command) -> asyncio.Future[Result]:
+        """``execute(cmd)`` as a future: its result, or its ``ClientError``."""
         ...

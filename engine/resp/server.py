@@ -50,14 +50,15 @@ parsing to the reply write — never per command on the hot path.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from engine.client_errors import ClientError, Timeout, TryAgain
-from engine.kv_codec import Error
-from engine.resp.backend import KVBackend, Outcome
+from engine.kv_codec import Error, Result
+from engine.resp.backend import FastKVBackend, KVBackend, Outcome
 from engine.resp.commands import (
     Call,
     CommandContext,
@@ -110,6 +111,8 @@ class RespServer:
         observer: RequestObserver | None = None,
     ) -> None:
         self._backend = backend
+        #: The backend's future-returning single-command path, if it has one.
+        self._fast = backend.execute_fast if isinstance(backend, FastKVBackend) else None
         self.observer = observer
         self._host = host
         self._port = port
@@ -195,7 +198,7 @@ class _Connection(asyncio.Protocol):
         self._ctx = server._ctx
         self._transport: asyncio.Transport | None = None
         # Invariant: task is the running batch, or None; at most one per connection.
-        self.task: asyncio.Task[None] | None = None
+        self.task: asyncio.Future[Any] | None = None
         # Invariant: _write_paused between pause_writing and resume_writing.
         self._write_paused = False
         # Invariant: _read_paused iff transport.pause_reading() is in effect (set by
@@ -269,6 +272,15 @@ class _Connection(asyncio.Protocol):
             if not plans and fatal is None:
                 break
             if any(type(p) is Call for p in plans):
+                fast = self._server._fast
+                if fast is not None and len(plans) == 1:
+                    # One command (the unpipelined client): a future and a callback,
+                    # no task or coroutine chain per request.
+                    call = cast(Call, plans[0])
+                    self.task = fut = fast(call.cmd)
+                    fut.add_done_callback(functools.partial(
+                        self._one_done, call, plans, fatal, time.perf_counter()))
+                    return
                 self.task = asyncio.get_running_loop().create_task(
                     self._run(plans, fatal, time.perf_counter()))
                 return
@@ -305,25 +317,50 @@ class _Connection(asyncio.Protocol):
         try:
             calls = [p for p in plans if type(p) is Call]
             outcomes = await self._execute(calls)
-            self._observe(calls, outcomes, started)
-            replies: list[bytes] = []
-            it = iter(zip(calls, outcomes, strict=True))
-            for plan in plans:
-                if type(plan) is Immediate:
-                    replies.append(plan.reply)
-                    continue
-                call, outcome = next(it)
-                if outcome is None:
-                    replies.append(_INTERNAL)
-                    continue
-                try:
-                    replies.append(reply_for(call, outcome))
-                except UnexpectedResult as e:
-                    log.error("backend returned %r for %r", e.args[0], call.cmd)
-                    replies.append(_INTERNAL)
-            self._send(replies, plans, fatal)
+            self._finish(plans, calls, outcomes, fatal, started)
         finally:
             self.task = None
+        self._next()
+
+    def _one_done(self, call: Call, plans: list[Plan], fatal: ProtocolError | None,
+                  started: float, fut: asyncio.Future[Result]) -> None:
+        """The fast path's batch of one command ended."""
+        self.task = None
+        outcome: Outcome | None = None
+        if not fut.cancelled():
+            exc = fut.exception()
+            if exc is None:
+                outcome = fut.result()
+            elif isinstance(exc, ClientError):
+                outcome = exc
+            else:
+                log.error("backend failed on %r", call.cmd, exc_info=exc)
+        self._finish(plans, [call], [outcome], fatal, started)
+        self._next()
+
+    def _finish(self, plans: list[Plan], calls: list[Call], outcomes: list[Outcome | None],
+                fatal: ProtocolError | None, started: float) -> None:
+        """Report the batch, then write all its replies in request order."""
+        self._observe(calls, outcomes, started)
+        replies: list[bytes] = []
+        it = iter(zip(calls, outcomes, strict=True))
+        for plan in plans:
+            if type(plan) is Immediate:
+                replies.append(plan.reply)
+                continue
+            call, outcome = next(it)
+            if outcome is None:
+                replies.append(_INTERNAL)
+                continue
+            try:
+                replies.append(reply_for(call, outcome))
+            except UnexpectedResult as e:
+                log.error("backend returned %r for %r", e.args[0], call.cmd)
+                replies.append(_INTERNAL)
+        self._send(replies, plans, fatal)
+
+    def _next(self) -> None:
+        """A batch ended: go on with what the client sent meanwhile."""
         if not self._closing and not self._write_paused:
             self._resume_reading()
             self._serve()

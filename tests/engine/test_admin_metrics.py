@@ -107,3 +107,21 @@ def test_grafana_dashboard_charts_every_metric() -> None:
                 if not f.name.endswith("_created")}  # prometheus-client's creation stamps
     charted = {name for name in families if name in exprs}
     assert families - charted == {"multiraft_node_info", "multiraft_event_loop_lag_last_seconds"}
+
+
+def test_a_batch_is_one_observation_counted_per_request() -> None:
+    m = NodeMetrics(node_id=1)
+    m.observe_requests("SET", "ok", 16, 0.003)
+    m.observe_requests("SET", "tryagain", 2, 0.3)
+    m.observe_request("SET", "ok", 0.0001)
+    s = samples(m)
+    assert s["multiraft_requests_total", (("command", "SET"), ("outcome", "ok"))] == 17
+    assert s["multiraft_requests_total", (("command", "SET"), ("outcome", "tryagain"))] == 2
+    assert s["multiraft_request_seconds_count", (("command", "SET"),)] == 19
+    assert s["multiraft_request_seconds_sum", (("command", "SET"),)] == pytest.approx(0.6481)
+    bucket = "multiraft_request_seconds_bucket"
+    assert s[bucket, (("command", "SET"), ("le", "0.0001"))] == 1  # le is inclusive
+    assert s[bucket, (("command", "SET"), ("le", "0.005"))] == 17
+    assert s[bucket, (("command", "SET"), ("le", "0.25"))] == 17
+    assert s[bucket, (("command", "SET"), ("le", "0.5"))] == 19
+    assert s[bucket, (("command", "SET"), ("le", "+Inf"))] == 19

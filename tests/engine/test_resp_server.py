@@ -405,3 +405,79 @@ def test_python_m_engine_resp_serves_until_sigterm() -> None:
         assert await asyncio.wait_for(proc.wait(), 10) == 0
 
     asyncio.run(main())
+
+
+class _FastLocal(LocalBackend):
+    """A LocalBackend with the future-returning path the router has."""
+
+    def execute_fast(self, cmd: Command) -> asyncio.Future[Result]:
+        return asyncio.ensure_future(self.execute(cmd))
+
+
+class _FastFailing(_FailingBackend):
+    def execute_fast(self, cmd: Command) -> asyncio.Future[Result]:
+        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        fut.set_exception(self.error)
+        return fut
+
+
+@pytest.mark.timeout(20)
+def test_fast_path_backend_serves_single_commands_and_pipelines_alike() -> None:
+    async def body(server: RespServer, port: int) -> None:
+        assert server._fast is not None
+        r = aredis.Redis(port=port, protocol=2)
+        assert await r.set("k", "v") is True
+        assert await r.get("k") == b"v"
+        assert await r.incr("n") == 1
+        async with r.pipeline(transaction=False) as p:
+            p.set("a", "1").get("a").incr("n").get("missing")
+            assert await p.execute() == [True, b"1", 2, None]
+        await r.aclose()
+
+    serve(body, backend=_FastLocal())
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    ("error", "reply"),
+    [
+        (TryAgain("no leader for range 3"), b"-TRYAGAIN no leader for range 3\r\n"),
+        (Timeout("commit not observed"), b"-TIMEOUT commit not observed\r\n"),
+        (RuntimeError("bug"), b"-ERR internal error\r\n"),
+    ],
+)
+def test_fast_path_errors_become_their_error_kind(error: Exception, reply: bytes) -> None:
+    async def body(server: RespServer, port: int) -> None:
+        assert await raw(port, b"GET k\r\n", expect=len(reply)) == reply
+        out = await raw(port, b"GET k\r\nGET k\r\nPING\r\n", expect=2 * len(reply) + 7)
+        assert out == reply * 2 + b"+PONG\r\n"
+
+    serve(body, backend=_FastFailing(error))
+
+
+class _Observer:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, int]] = []
+
+    def observe_requests(self, command: str, outcome: str, count: int, seconds: float) -> None:
+        assert seconds >= 0
+        self.calls.append((command, outcome, count))
+
+
+@pytest.mark.timeout(20)
+def test_requests_are_observed_once_per_batch_and_outcome() -> None:
+    observer = _Observer()
+
+    async def main() -> None:
+        server = RespServer(_FastLocal(), port=0, observer=observer)
+        _, port = await server.start()
+        try:
+            await raw(port, b"SET a 1\r\n", expect=5)
+            await raw(port, b"GET a\r\nGET b\r\nSET c 2\r\nINCR a\r\nINCR c\r\nPING\r\n",
+                      expect=7 + 5 + 5 + 4 + 4 + 7)
+        finally:
+            await server.close(grace=1.0)
+
+    asyncio.run(main())
+    assert observer.calls[0] == ("SET", "ok", 1)
+    assert sorted(observer.calls[1:]) == [("GET", "ok", 2), ("INCR", "ok", 2), ("SET", "ok", 1)]

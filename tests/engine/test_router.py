@@ -152,3 +152,38 @@ def test_range_key_mismatch_result_is_retried() -> None:
     router = Router(RangeDirectory(descs), submit, backoff=0)
     run(router.execute(Put(b"k", b"v")))
     assert calls == 2
+
+
+def test_fast_path_gives_what_execute_gives_including_retries_and_errors() -> None:
+    descs = _descs([b"m"])
+    ranges = Ranges(descs)
+    router = Router(RangeDirectory(descs), ranges.submit, max_attempts=5, backoff=0)
+
+    async def fast(cmd: Put | Get | MGet) -> object:
+        return await router.execute_fast(cmd)
+
+    run(fast(Put(b"a", b"1")))
+    assert run(fast(Get(b"a"))) == Value(b"1")
+    assert run(fast(MGet((b"a", b"z")))) == run(router.execute(MGet((b"a", b"z"))))
+    ranges.script[1] = [pack_status(Outcome.TRYAGAIN, 2)] * 2  # retried in a task
+    calls = ranges.calls
+    assert run(fast(Get(b"a"))) == Value(b"1")
+    assert ranges.calls == calls + 3
+    ranges.script[1] = [pack_status(Outcome.UNKNOWN, 0)]
+    with pytest.raises(Timeout):
+        run(fast(Put(b"a", b"2")))
+    ranges.script[1] = [pack_status(Outcome.TRYAGAIN, 0)] * 10
+    with pytest.raises(TryAgain):
+        run(fast(Get(b"b")))
+
+
+def test_pipelined_commands_on_one_key_keep_their_order() -> None:
+    descs = _descs([b"m"])
+    ranges = Ranges(descs)
+    router = Router(RangeDirectory(descs), ranges.submit, backoff=0)
+    # A retried first SET must still land before the GET of the same key; the
+    # command on another key may run concurrently.
+    ranges.script[1] = [pack_status(Outcome.TRYAGAIN, 0)]
+    got = run(router.execute_many([Put(b"a", b"1"), Get(b"z"), Get(b"a"), Put(b"a", b"2"),
+                                   Get(b"a")]))
+    assert got[2] == Value(b"1") and got[4] == Value(b"2")
