@@ -29,6 +29,7 @@ from engine.range_desc import RangeDescriptor
 from engine.range_directory import RangeDirectory
 from engine.statemachine import StateMachine
 from engine.testing.cluster import Cluster, even_ranges
+from engine.testing.histories import split_merge_history
 
 U64_MAX = 2**64 - 1
 
@@ -111,29 +112,6 @@ def test_bad_commands_and_wrong_paths_change_nothing() -> None:
     assert sm.split_key() is None
 
 
-def _history(rnd: random.Random, steps: int) -> tuple[list[RangeDescriptor], list[RangeDescriptor]]:
-    """A random split/merge history from one whole range: (every descriptor, live ones)."""
-    live = [whole()]
-    history = list(live)
-    next_id = 2
-    for _ in range(steps):
-        i = rnd.randrange(len(live))
-        d = live[i]
-        if rnd.random() < 0.6 or i + 1 >= len(live):
-            key = bytes([rnd.randrange(1, 256), rnd.randrange(256)])
-            if not d.contains(key) or key == d.start_key:
-                continue
-            left, right = d.split(key, next_id)
-            next_id += 1
-            live[i:i + 1] = [left, right]
-            history += [left, right]
-        else:
-            merged = d.merge(live[i + 1])
-            live[i:i + 2] = [merged]
-            history.append(merged)
-    return history, live
-
-
 def _follow(sm: MetaStateMachine, view: RangeDirectory, since: int, limit: int) -> int:
     """What ``MetaSync.refresh`` does, against the state machine directly."""
     after = U64_MAX
@@ -153,7 +131,7 @@ def test_pushes_converge_in_any_order_and_readers_follow_by_deltas() -> None:
     version (pages of random size, pushes between pages) ends equal to meta."""
     for seed in range(25):
         rnd = random.Random(seed)
-        history, live = _history(rnd, 30)
+        history, live = split_merge_history(rnd, 30)
         sm = MetaStateMachine([whole()])
         view = RangeDirectory([])
         version = 0

@@ -9,6 +9,7 @@ from engine.config import local_cluster_configs
 from engine.meta_codec import META_RANGE_ID
 from engine.range_desc import RangeDescriptor
 from engine.range_directory import RangeDirectory, bootstrap_descriptors, initial_descriptors
+from engine.testing.histories import split_merge_history
 
 
 def test_bootstrap_layout_is_deterministic_and_covers_the_key_space(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -79,25 +80,7 @@ def test_indexed_directory_agrees_with_a_naive_model_under_random_news() -> None
     (as from reports, MISMATCH answers and stale forwards)."""
     for seed in range(30):
         rnd = random.Random(seed)
-        live = [RangeDescriptor(range_id=1, start_key=b"", end_key=b"", voters=(1,))]
-        history = list(live)
-        next_id = 2
-        for _ in range(40):
-            i = rnd.randrange(len(live))
-            d = live[i]
-            if rnd.random() < 0.6 or i + 1 >= len(live):
-                lo = d.start_key[:1] or b"\x00"
-                key = bytes([min(255, lo[0] + 1 + rnd.randrange(40))]) + bytes([rnd.randrange(256)])
-                if not d.contains(key) or key == d.start_key:
-                    continue
-                left, right = d.split(key, next_id)
-                next_id += 1
-                live[i:i + 1] = [left, right]
-                history += [left, right]
-            else:
-                merged = d.merge(live[i + 1])
-                live[i:i + 2] = [merged]
-                history.append(merged)
+        history, live = split_merge_history(rnd, 40, voters=(1,))
         fast, slow = RangeDirectory([]), _NaiveDirectory()
         news = history + rnd.choices(history, k=len(history))
         rnd.shuffle(news)

@@ -206,15 +206,16 @@ class _FailingBackend:
         raise self.error
 
 
+#: A backend error and the reply line a client must see for it.
+BACKEND_ERRORS = [
+    (TryAgain("no leader for range 3"), b"-TRYAGAIN no leader for range 3\r\n"),
+    (Timeout("commit not observed"), b"-TIMEOUT commit not observed\r\n"),
+    (RuntimeError("bug"), b"-ERR internal error\r\n"),
+]
+
+
 @pytest.mark.timeout(20)
-@pytest.mark.parametrize(
-    ("error", "reply"),
-    [
-        (TryAgain("no leader for range 3"), b"-TRYAGAIN no leader for range 3\r\n"),
-        (Timeout("commit not observed"), b"-TIMEOUT commit not observed\r\n"),
-        (RuntimeError("bug"), b"-ERR internal error\r\n"),
-    ],
-)
+@pytest.mark.parametrize(("error", "reply"), BACKEND_ERRORS)
 def test_backend_errors_become_their_error_kind(error: Exception, reply: bytes) -> None:
     async def body(server: RespServer, port: int) -> None:
         out = await raw(port, b"GET k\r\n", expect=len(reply))
@@ -438,14 +439,7 @@ def test_fast_path_backend_serves_single_commands_and_pipelines_alike() -> None:
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.parametrize(
-    ("error", "reply"),
-    [
-        (TryAgain("no leader for range 3"), b"-TRYAGAIN no leader for range 3\r\n"),
-        (Timeout("commit not observed"), b"-TIMEOUT commit not observed\r\n"),
-        (RuntimeError("bug"), b"-ERR internal error\r\n"),
-    ],
-)
+@pytest.mark.parametrize(("error", "reply"), BACKEND_ERRORS)
 def test_fast_path_errors_become_their_error_kind(error: Exception, reply: bytes) -> None:
     async def body(server: RespServer, port: int) -> None:
         assert await raw(port, b"GET k\r\n", expect=len(reply)) == reply
