@@ -67,7 +67,7 @@ from engine.proposal import Outcome as ReqOutcome
 from engine.range_desc import RangeDescriptor
 from engine.range_directory import RangeDirectory
 from engine.resp.backend import Outcome
-from engine.worker_protocol import unpack_status
+from engine.worker_protocol import command_keys, unpack_status
 from transport import ClientResponse
 
 #: How the node runs one encoded command on one range.
@@ -335,13 +335,7 @@ def _settle(out: asyncio.Future[Result], task: asyncio.Future[Result]) -> None:
 def _keys_of(cmd: Command) -> tuple[bytes, ...] | None:
     """The keys ``cmd`` touches; None for a command over a key span (ordered against
     every other command of its batch)."""
-    if isinstance(cmd, (Get, Put, Cas, IncrBy)):
-        return (cmd.key,)
-    if isinstance(cmd, (MGet, Exists, Delete)):
-        return cmd.keys
-    if isinstance(cmd, MSet):
-        return tuple(k for k, _ in cmd.pairs)
-    return None
+    return None if isinstance(cmd, (Scan, Count)) else command_keys(cmd)
 
 
 def _conflict_chains(cmds: Sequence[Command]) -> list[list[int]]:
