@@ -273,7 +273,10 @@ class Store:
         stores compute the same choice from the same list), so the election's outcome
         is fixed before any message (``Raft.lead_by_agreement``). Thousands of fresh
         ranges then start with one round of appends instead of an election storm. If
-        the chosen node is down, the others elect a leader in the next term as usual."""
+        the chosen node is down, the others elect a leader in the next term as usual.
+        Like every raft vote, the pre-agreed one relies on durable state: a node whose
+        data directory is wiped must rejoin as a new replica (removed, then added),
+        never by bootstrapping again under its old id."""
         wb = WriteBatch()
         fresh: list[tuple[RangeDescriptor, ConfState, StateMachine, int]] = []
         for desc in descs:
