@@ -161,3 +161,45 @@ def test_the_leader_answers_a_follower_read_index_from_its_lease() -> None:
     follower = c.stores[next(n for n in NODES if n != s.node_id)]
     _, delivered = _read(c, follower, rid, b"k")
     assert delivered == 2, "READ_INDEX and its answer, no heartbeat round"
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_a_stalled_leaders_lease_runs_out_before_anyone_else_can_commit(seed: int) -> None:
+    """The lease's length is what keeps it safe: a leader whose worker stalls (no
+    ticks, so check-quorum never makes it step down) and is cut off must find its
+    lease over, on the real clock, by the time the others have elected a leader and
+    committed a newer value. A lease of twice the election timeout answers the stale
+    value here (checked by hand: 1,000 ticks fail every seed, 20 ticks fail one of
+    sixteen; the election itself takes about 15 ticks, so a smaller excess passes)."""
+    c, rid, s = _cluster(seed=seed)
+    now = [0.0]
+    for store in c.stores.values():
+        store.use_lease_reads(lambda: now[0])
+    key = b"k"
+    assert c.wait_for(s.node_id, s.propose(rid, encode_command(Put(key, b"old")),
+                                           keys=[key])) is not None
+    assert _read(c, s, rid, key)[0] == b"old"  # a ReadIndex round: the lease is earned
+    stalled = s.node_id
+    for n in NODES:
+        if n != stalled:
+            c.partition(stalled, n)
+    new = None
+    for _ in range(200):  # the others elect a leader and commit past the old one
+        now[0] += 1
+        for n, store in c.stores.items():
+            if n != stalled:
+                store.tick()
+        c.round()
+        lead = c.leader_of(rid)
+        if lead is not None and lead != stalled:
+            new = c.stores[lead]
+            break
+    assert new is not None, f"seed {seed}: no new leader"
+    got = c.wait_for(new.node_id, new.propose(rid, encode_command(Put(key, b"new")),
+                                              keys=[key]))
+    assert got is not None and got.outcome == Outcome.OK
+    req = s.read(rid, encode_command(Get(key)), keys=[key])  # the stalled one wakes up
+    c.round()
+    comp = c.results[stalled].get(req)
+    assert comp is None or comp.outcome != Outcome.OK or \
+        decode_result(comp.result) != Value(b"old"), f"seed {seed}: stale read from a lease"
