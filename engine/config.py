@@ -42,6 +42,7 @@ raft.election_ticks            10                     election timeout, in ticks
 raft.heartbeat_ticks           1                      heartbeat interval, in ticks
 raft.pre_vote                  true                   Raft thesis 9.6 pre-vote
 raft.check_quorum              true                   leader steps down without a quorum
+raft.lease_reads               true                   lease reads (need check_quorum)
 raft.coalesce_heartbeats       true                   one heartbeat frame per node pair per tick
 raft.quiesce                   true                   idle ranges stop ticking
 raft.proposal_timeout_ticks    100                    proposal outcome unknown after this
@@ -170,6 +171,9 @@ SCHEMA: Final[dict[str, tuple[_Key, ...]]] = {
         _Key("heartbeat_ticks", "int", 1, "heartbeat interval in ticks", low=1),
         _Key("pre_vote", "bool", True, "pre-vote before campaigning (Raft thesis 9.6)"),
         _Key("check_quorum", "bool", True, "a leader without a quorum steps down"),
+        _Key("lease_reads", "bool", True,
+             "serve linearizable reads from the leader's lease while it holds (needs "
+             "check_quorum); false: every read batch takes a ReadIndex round"),
         _Key("coalesce_heartbeats", "bool", True,
              "one heartbeat frame per node pair per tick for all ranges"),
         _Key("quiesce", "bool", True, "idle ranges stop ticking and heartbeating"),
@@ -257,6 +261,7 @@ class RaftConfig:
     heartbeat_ticks: int
     pre_vote: bool
     check_quorum: bool
+    lease_reads: bool
     coalesce_heartbeats: bool
     quiesce: bool
     proposal_timeout_ticks: int
@@ -332,7 +337,7 @@ class NodeConfig:
         r, s = self.raft, self.store
         return StoreConfig(
             election_ticks=r.election_ticks, heartbeat_ticks=r.heartbeat_ticks,
-            pre_vote=r.pre_vote, check_quorum=r.check_quorum,
+            pre_vote=r.pre_vote, check_quorum=r.check_quorum, lease_reads=r.lease_reads,
             coalesce_heartbeats=r.coalesce_heartbeats, quiesce=r.quiesce,
             proposal_timeout_ticks=r.proposal_timeout_ticks,
             read_timeout_ticks=r.read_timeout_ticks, snapshot_entries=s.snapshot_entries,
@@ -445,6 +450,11 @@ def _check_consistency(c: NodeConfig) -> None:
         raise ConfigError(
             f"raft.election_ticks: must be > heartbeat_ticks ({r.heartbeat_ticks}), "
             f"got {r.election_ticks}"
+        )
+    if r.lease_reads and not r.check_quorum:
+        raise ConfigError(
+            "raft.lease_reads: a lease is only safe with raft.check_quorum = true; "
+            "set lease_reads = false or check_quorum = true"
         )
     if cl.replication > len(cl.initial_nodes):
         raise ConfigError(

@@ -16,6 +16,9 @@ class StoreConfig:
     heartbeat_ticks: int = 1
     pre_vote: bool = True
     check_quorum: bool = True
+    #: Whether the worker may turn on lease reads (``Store.use_lease_reads``; needs
+    #: ``check_quorum``). The Store itself serves them only once told to.
+    lease_reads: bool = True
     #: Pack per-range heartbeats into one record per node pair (off: the baseline).
     coalesce_heartbeats: bool = True
     #: Stop ticking idle ranges (CockroachDB's quiescence).

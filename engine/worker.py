@@ -163,7 +163,7 @@ class Worker:
         next_tick = time.monotonic() + self._tick_s
         self._next_report = 0.0
         more = False
-        if self.store.cfg.check_quorum:
+        if self.store.cfg.check_quorum and self.store.cfg.lease_reads:
             # Lease reads on the real clock in tick units: ticks are dropped when the
             # loop is late, so the Store's tick counter would stretch the lease.
             tick_s = self._tick_s

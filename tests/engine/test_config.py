@@ -85,6 +85,8 @@ def test_every_ops_config_loads() -> None:
         ({"raft": {"election_ticks": 3, "heartbeat_ticks": 3}},
          "raft.election_ticks: must be > heartbeat_ticks (3), got 3"),
         ({"raft": {"tick_ms": "100"}}, "raft.tick_ms: expected an integer, got a string"),
+        ({"raft": {"check_quorum": False}},
+         "raft.lease_reads: a lease is only safe with raft.check_quorum = true"),
         ({"node": {"workers": 0}}, "node.workers: must be >= 1"),
         ({"node": {"workers": True}}, "node.workers: expected an integer, got a boolean"),
         ({"raft": {"quiesce": 1}}, "raft.quiesce: expected true or false"),
