@@ -231,7 +231,8 @@ class Node:
         self.resp = RespServer(
             self.router, host=node.listen_client.host, port=node.listen_client.port,
             limits=Limits(max_key_bytes=lim.max_key_bytes, max_value_bytes=lim.max_value_bytes,
-                          max_request_bytes=lim.max_request_bytes),
+                          max_request_bytes=lim.max_request_bytes,
+                          max_clients=lim.max_clients),
             observer=self.metrics)
         await _retry_bind(self.resp.start)
         admin = NodeAdmin(self)
@@ -369,7 +370,7 @@ class Node:
         await reap(w.pid, 5.0)
         await asyncio.sleep(self._restart_delay)
         if not self._stopping:
-            w.restarts += 1
+            self.metrics.worker_restarts.labels(worker=str(w.index)).inc()
             self._spawn(w)
             for peer in self._dead:
                 w.node_liveness(peer, dead=True)

@@ -80,7 +80,6 @@ class WorkerHandle:
         self._on_report = on_report
         self._on_exit = on_exit
         self.pid = 0
-        self.restarts = 0
         self._chan: NodeChannel | None = None
         self._next_req = 1
         #: Invariant: every request published or queued to the current process and not

@@ -111,6 +111,10 @@ class NodeMetrics:
             "multiraft_worker_cpu_seconds", "CPU time used by each worker", ["worker"],
             registry=r,
         )
+        self.worker_restarts = Counter(
+            "multiraft_worker_restarts", "Workers that died and were forked again", ["worker"],
+            registry=r,
+        )
         self.ranges = Gauge("multiraft_ranges", "Range replicas held", ["worker"], registry=r)
         self.quiesced_ranges = Gauge(
             "multiraft_quiesced_ranges", "Range replicas currently quiesced", ["worker"],
@@ -152,10 +156,6 @@ class NodeMetrics:
         # Invariant: _last_peer[peer] is the (frames out, frames in, bytes out, bytes in,
         # dropped) last folded into the peer counters.
         self._last_peer: dict[int, tuple[int, int, int, int, int]] = {}
-
-    def observe_request(self, command: str, outcome: str, seconds: float) -> None:
-        """One client request (``outcome``: ok, err, tryagain, timeout)."""
-        self.requests.observe(command, outcome, 1, seconds)
 
     def observe_requests(self, command: str, outcome: str, count: int, seconds: float) -> None:
         """``count`` requests of one pipelined batch, each answered after ``seconds``

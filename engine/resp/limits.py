@@ -20,6 +20,9 @@ Where each is enforced:
 - ``max_pending_bytes``: unparsed input buffered while the connection's
   previous batch is still executing; above it the server stops reading from
   that socket (TCP back-pressure reaches the client).
+- ``max_clients`` by the server: a connection beyond it is answered
+  ``-ERR max number of clients reached`` (as Redis does) and closed, so a
+  connection flood costs the node a bounded number of buffers.
 """
 
 from __future__ import annotations
@@ -41,11 +44,12 @@ class Limits:
     max_pending_bytes: int = 1024 * 1024
     #: Commands parsed from one connection and handed to the backend at once.
     max_batch: int = 1024
+    max_clients: int = 10_000
 
     def __post_init__(self) -> None:
         for name in (
             "max_key_bytes", "max_value_bytes", "max_args", "max_request_bytes",
-            "max_inline_bytes", "max_pending_bytes", "max_batch",
+            "max_inline_bytes", "max_pending_bytes", "max_batch", "max_clients",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

@@ -93,6 +93,7 @@ class ServerStats:
 
     connections: int = 0
     total_connections: int = 0
+    rejected_connections: int = 0
     commands: int = 0
     protocol_errors: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -154,10 +155,15 @@ class RespServer:
 
     # --- connection callbacks ------------------------------------------------------------
 
-    def _connected(self, conn: _Connection) -> None:
+    def _connected(self, conn: _Connection) -> bool:
+        """Admit ``conn``; False (refused) once ``max_clients`` are connected."""
+        if len(self._connections) >= self.limits.max_clients:
+            self.stats.rejected_connections += 1
+            return False
         self._connections.add(conn)
         self.stats.connections += 1
         self.stats.total_connections += 1
+        return True
 
     def _disconnected(self, conn: _Connection) -> None:
         if conn in self._connections:
@@ -176,6 +182,7 @@ class RespServer:
             f"connected_clients:{s.connections}",
             "# Stats",
             f"total_connections_received:{s.total_connections}",
+            f"rejected_connections:{s.rejected_connections}",
             f"total_commands_processed:{s.commands}",
             f"protocol_errors:{s.protocol_errors}",
             "# Limits",
@@ -214,7 +221,10 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
-        self._server._connected(self)
+        if not self._server._connected(self):
+            self._closing = True
+            self._transport.write(b"-ERR max number of clients reached\r\n")
+            self._transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True

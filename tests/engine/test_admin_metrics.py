@@ -24,7 +24,7 @@ def samples(m: NodeMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
 
 def test_every_issue_metric_is_exported() -> None:
     m = NodeMetrics(node_id=3)
-    m.observe_request("GET", "ok", 0.002)
+    m.observe_requests("GET", "ok", 1, 0.002)
     m.observe_fsync(0, 0.0004)
     m.observe_worker_totals(0, WorkerTotals(proposals=5, commits=4, elections=1, fsyncs=2,
                                             bytes_written=100, cpu_seconds=0.5))
@@ -51,6 +51,8 @@ def test_every_issue_metric_is_exported() -> None:
     assert s["multiraft_event_loop_lag_last_seconds", ()] == 0.003
     assert s["multiraft_event_loop_lag_seconds_count", ()] == 1
     assert s["multiraft_node_info", (("node", "3"),)] == 1
+    m.worker_restarts.labels(worker="0").inc()
+    assert samples(m)["multiraft_worker_restarts_total", w0] == 1
     assert s["multiraft_peer_frames_total", (("direction", "out"), ("peer", "2"))] == 6
     assert s["multiraft_peer_bytes_total", (("direction", "in"), ("peer", "2"))] == 300
     assert s["multiraft_peer_dropped_payloads_total", (("peer", "2"),)] == 1
@@ -69,7 +71,7 @@ def test_worker_totals_become_monotonic_counters_across_a_restart() -> None:
 
 def test_registries_are_per_node() -> None:
     a, b = NodeMetrics(node_id=1), NodeMetrics(node_id=2)
-    a.observe_request("SET", "ok", 0.001)
+    a.observe_requests("SET", "ok", 1, 0.001)
     assert ("multiraft_requests_total", (("command", "SET"), ("outcome", "ok"))) not in samples(b)
 
 
@@ -113,7 +115,7 @@ def test_a_batch_is_one_observation_counted_per_request() -> None:
     m = NodeMetrics(node_id=1)
     m.observe_requests("SET", "ok", 16, 0.003)
     m.observe_requests("SET", "tryagain", 2, 0.3)
-    m.observe_request("SET", "ok", 0.0001)
+    m.observe_requests("SET", "ok", 1, 0.0001)
     s = samples(m)
     assert s["multiraft_requests_total", (("command", "SET"), ("outcome", "ok"))] == 17
     assert s["multiraft_requests_total", (("command", "SET"), ("outcome", "tryagain"))] == 2

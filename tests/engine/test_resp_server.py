@@ -475,3 +475,19 @@ def test_requests_are_observed_once_per_batch_and_outcome() -> None:
     asyncio.run(main())
     assert observer.calls[0] == ("SET", "ok", 1)
     assert sorted(observer.calls[1:]) == [("GET", "ok", 2), ("INCR", "ok", 2), ("SET", "ok", 1)]
+
+
+@pytest.mark.timeout(20)
+def test_connections_beyond_max_clients_are_refused_with_an_error() -> None:
+    async def body(server: RespServer, port: int) -> None:
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        assert await raw(port, b"PING\r\n") == b"-ERR max number of clients reached\r\n"
+        assert server.stats.rejected_connections == 1
+        held.pop()[1].close()  # one leaves: a newcomer gets in again
+        await asyncio.sleep(0.05)
+        assert await raw(port, b"PING\r\n", expect=7) == b"+PONG\r\n"
+        for _, w in held:
+            w.close()
+
+    serve(body, limits=Limits(max_clients=2))
