@@ -81,6 +81,7 @@ splits ranges this node leads by size (``store.split_bytes``) or load.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -443,6 +444,14 @@ def parse_config(raw: Mapping[str, object]) -> NodeConfig:
     return config
 
 
+def _unspecified(host: str) -> bool:
+    """Whether ``host`` is a wildcard address (0.0.0.0, ::): fine to bind, never to dial."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False  # a host name
+
+
 def _check_consistency(c: NodeConfig) -> None:
     """The rules that relate keys to each other."""
     r, cl, n = c.raft, c.cluster, c.node
@@ -467,6 +476,11 @@ def _check_consistency(c: NodeConfig) -> None:
             f"node.id: node {n.id} is not in cluster.initial_nodes "
             f"({', '.join(str(p.node_id) for p in cl.initial_nodes)}); "
             "list it there to bootstrap, or set cluster.join = true"
+        )
+    if cl.join and _unspecified(n.listen_peer.host):
+        raise ConfigError(
+            f"node.listen_peer: a joining node advertises this address to the cluster, so it "
+            f"must be one the others can dial, got {n.listen_peer}"
         )
     if cl.join and member:
         raise ConfigError(

@@ -24,10 +24,13 @@ Theory of operation
    range), or is dropped (raft retransmits).
    Forwarded client requests/responses travel as CLIENT_REQUESTS/RESPONSES
    records; an empty RAFT_BATCH every ``ping_interval`` is the node-level
-   liveness ping. A peer silent for ``dead_after`` seconds is declared dead to
-   every worker (``Store.node_dead``: its quiesced followers wake and
-   campaign), and alive again when it is heard — but a stall of this node's
-   own loop is never held against its peers (``_liveness_loop``).
+   liveness ping, and every ``_gossip_interval`` the address book
+   (``engine/address_book.py``) takes its place, so a node that joins later
+   (``cluster.join``) becomes reachable from every node. A peer silent for
+   ``dead_after`` seconds is declared dead to every worker
+   (``Store.node_dead``: its quiesced followers wake and campaign), and alive
+   again when it is heard — but a stall of this node's own loop is never held
+   against its peers (``_liveness_loop``).
 3. **Clients.** The RESP server over a ``Router``, whose ``submit`` runs a
    command on the local worker holding the leader, or forwards it to the
    leader's node (which runs it locally only: no forwarding chains); a read
@@ -72,6 +75,7 @@ from typing import Final, TypeVar
 import uvloop
 from aiohttp import web
 
+from engine.address_book import AddressBook
 from engine.admin.metrics import NodeMetrics, WorkerTotals, run_loop_lag_monitor
 from engine.admin.server import create_admin_app
 from engine.client_errors import Timeout
@@ -89,6 +93,7 @@ from engine.router import Router
 from engine.worker import ENGINE_TYPES, worker_dir
 from engine.worker_handle import WorkerHandle, reap
 from engine.worker_protocol import (
+    CONTROL_NODE_ADDRESS,
     CONTROL_NODE_DRAINING,
     CONTROL_REQ_ID,
     AdminOp,
@@ -146,6 +151,8 @@ class Node:
         self._forward_timeout = forward_timeout
         self._restart_delay = restart_delay
         self._handoff_timeout = handoff_timeout
+        #: Seconds between two rounds of address-book gossip (it doubles as a ping).
+        self._gossip_interval = 2.0
         #: Invariant: peer -> when it announced a graceful stop. Forgotten after
         #: ``_drain_memory`` seconds (a drain is over by then: the peer is gone, or back
         #: as a new process that does not announce anything).
@@ -165,7 +172,10 @@ class Node:
         self._owner: dict[int, int] = {}
         self._placement = ReplicaPlacement(self.id, self._owner, config.node.workers,
                                            lambda i: self._held[i], self.directory.get)
-        self._peers = [p.node_id for p in config.cluster.initial_nodes if p.node_id != self.id]
+        self.book = AddressBook(self.id, config.node.listen_peer, {
+            p.node_id: p.address for p in config.cluster.initial_nodes if p.node_id != self.id})
+        #: Invariant: the ids of ``book.peers()`` (grows as gossip brings joiners).
+        self._peers = self.book.peers()
         #: Invariant: peer -> monotonic time it was last heard from.
         self._last_seen: dict[int, float] = {}
         self._dead: set[int] = set()
@@ -223,8 +233,8 @@ class Node:
         tcp = TcpConfig(
             node_id=self.id, cluster_id="multiraft", listen_host=node.listen_peer.host,
             listen_port=node.listen_peer.port,
-            peers={p.node_id: (p.address.host, p.address.port)
-                   for p in cfg.cluster.initial_nodes if p.node_id != self.id})
+            peers={p: (a.host, a.port) for p in self._peers
+                   if (a := self.book.address(p)) is not None})
         self.transport = PeerTransport(tcp, self._on_peer_payload)
         await _retry_bind(self.transport.start)
         lim = cfg.limits
@@ -484,6 +494,8 @@ class Node:
                 if reqs[0].range_id == CONTROL_NODE_DRAINING:
                     self._draining[peer] = time.monotonic()
                     log.info("node %d: node %d is stopping", self.id, peer)
+                elif reqs[0].range_id == CONTROL_NODE_ADDRESS:
+                    self._learn_addresses(peer, reqs)
                 return
             self._serve_forwarded(peer, reqs)
         elif isinstance(record, ClientResponseBatch):
@@ -546,6 +558,16 @@ class Node:
             for w in self._workers:
                 w.node_liveness(peer, dead=False)
 
+    def _learn_addresses(self, sender: int, rows: list[ClientRequest]) -> None:
+        """Gossip from ``sender``: dial newly learnt nodes at their addresses."""
+        assert self.transport is not None
+        for nid, addr in self.book.learn(sender, rows):
+            self.transport.set_peer(nid, addr.host, addr.port)
+            if nid not in self._peers:
+                self._peers.append(nid)
+                self._last_seen[nid] = time.monotonic()
+            log.info("node %d: node %d is at %s", self.id, nid, addr)
+
     async def _liveness_loop(self) -> None:
         """Ping every peer each ``ping_interval``; declare dead a peer silent for
         ``dead_after``. Silence is only held against a peer while this node was itself
@@ -554,11 +576,16 @@ class Node:
         every peer. Without that, a busy node declares its healthy peers dead, wakes
         their quiesced followers, and the elections that follow make it busier still."""
         last = time.monotonic()
+        next_gossip = last
         while True:
             assert self.transport is not None
+            gossip = last >= next_gossip
+            if gossip:
+                record = self.book.record()
+                next_gossip = last + self._gossip_interval
             for p in self._peers:
                 with contextlib.suppress(TransportError):
-                    self.transport.send(p, _PING)
+                    self.transport.send(p, record if gossip else _PING)
             for peer, st in self.transport.stats().items():
                 if peer:
                     self.metrics.observe_peer_totals(

@@ -235,8 +235,10 @@ class NodeAdmin:
             raise BadRequest("give exactly one of add or remove")
         node = add if add is not None else remove
         assert node is not None
-        if self._node.config.peer_address(node) is None:
-            raise BadRequest(f"node {node} is not a node of this cluster")
+        if add is not None and self._node.book.address(node) is None:
+            raise BadRequest(f"node {node} is not a node of this cluster (not in this "
+                             "node's address book: a joining node shows up once it has "
+                             "contacted the cluster)")
         self._desc(range_id)
         if add is not None:
             desc = await self._add_replica(range_id, node)

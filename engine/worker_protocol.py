@@ -93,6 +93,8 @@ CONTROL_NODE_LIVENESS: Final = 1
 #: Node -> node (a CLIENT_REQUESTS record of this one control row): the sender has
 #: begun a graceful stop; do not hand it leaderships or forward it requests.
 CONTROL_NODE_DRAINING: Final = 2
+#: Node -> node: address-book gossip rows (``engine/address_book.py``).
+CONTROL_NODE_ADDRESS: Final = 3
 
 _U64: Final = struct.Struct("<Q")
 _U32: Final = struct.Struct("<I")
