@@ -153,6 +153,8 @@ class Node:
         self._handoff_timeout = handoff_timeout
         #: Seconds between two rounds of address-book gossip (it doubles as a ping).
         self._gossip_interval = 2.0
+        #: Invariant: node -> when sending to it last failed and was logged.
+        self._unsendable_logged: dict[int, float] = {}
         #: Invariant: peer -> when it announced a graceful stop. Forgotten after
         #: ``_drain_memory`` seconds (a drain is over by then: the peer is gone, or back
         #: as a new process that does not announce anything).
@@ -468,7 +470,7 @@ class Node:
         try:
             self.transport.send(dest, record)
         except (UnknownPeer, PayloadTooLarge) as e:
-            log.warning("node %d: cannot send to node %d: %s", self.id, dest, e)
+            self._warn_unsendable(dest, e)
 
     # -- peers ----------------------------------------------------------------------------
 
@@ -557,6 +559,15 @@ class Node:
             log.info("node %d: node %d is alive again", self.id, peer)
             for w in self._workers:
                 w.node_liveness(peer, dead=False)
+
+    def _warn_unsendable(self, node: int, err: Exception) -> None:
+        """Log why traffic for ``node`` is dropped, at most once per 10 s per node: a
+        replica on a node whose address is not known yet (a joiner not heard of since
+        this node restarted) would otherwise log every heartbeat."""
+        now = time.monotonic()
+        if now - self._unsendable_logged.get(node, -1e9) >= 10.0:
+            self._unsendable_logged[node] = now
+            log.warning("node %d: cannot send to node %d: %s", self.id, node, err)
 
     def _learn_addresses(self, sender: int, rows: list[ClientRequest]) -> None:
         """Gossip from ``sender``: dial newly learnt nodes at their addresses."""
@@ -750,7 +761,7 @@ class Node:
         try:
             return self.transport.send(node, payload)
         except (UnknownPeer, PayloadTooLarge) as e:
-            log.warning("node %d: cannot send to node %d: %s", self.id, node, e)
+            self._warn_unsendable(node, e)
             return False
 
     def uptime(self) -> float:
