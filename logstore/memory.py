@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from concurrent.futures import Future
 
-from logstore.errors import Closed, Compacted, InvalidArgument, Unavailable
+from logstore.errors import Closed, InvalidArgument
 from logstore.protocol import HardState, LogEntry, PurgeResult, SnapshotMeta, WriteBatch
 from logstore.rules import (
     Append,
@@ -27,6 +27,8 @@ from logstore.rules import (
     Remove,
     SetHardState,
     Snapshot,
+    check_slice,
+    check_term_index,
     limit_size,
     plan_batch,
 )
@@ -119,26 +121,14 @@ class MemoryLogStore:
         self._check_open()
         ents = self._ranges.get(range_id, _EMPTY).ents
         offset = ents[0].index
-        if lo <= offset:
-            raise Compacted(f"range {range_id}: index {lo} compacted (first is {offset + 1})")
-        if hi > offset + len(ents):
-            raise Unavailable(
-                f"range {range_id}: index {hi - 1} beyond last {offset + len(ents) - 1}"
-            )
-        if lo > hi:
-            raise InvalidArgument(f"range {range_id}: lo {lo} > hi {hi}")
+        check_slice(range_id, lo, hi, offset + 1, offset + len(ents) - 1)
         return limit_size(ents[lo - offset : hi - offset], max_bytes)
 
     def term(self, range_id: int, index: int) -> int:
         self._check_open()
         ents = self._ranges.get(range_id, _EMPTY).ents
         offset = ents[0].index
-        if index < offset:
-            raise Compacted(f"range {range_id}: index {index} compacted (first is {offset + 1})")
-        if index - offset >= len(ents):
-            raise Unavailable(
-                f"range {range_id}: index {index} beyond last {offset + len(ents) - 1}"
-            )
+        check_term_index(range_id, index, offset + 1, offset + len(ents) - 1)
         return ents[index - offset].term
 
     def first_index(self, range_id: int) -> int:

@@ -15,8 +15,9 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import ClassVar
 
-from logstore.errors import Closed, Compacted, LogStoreError, Unavailable
+from logstore.errors import Closed, LogStoreError
 from logstore.protocol import HardState, SnapshotMeta
+from logstore.rules import check_term_index
 
 
 class RangeMeta:
@@ -64,10 +65,7 @@ class MetaReads:
         with self._lock:
             self._check_usable()
             m = self._meta.get(range_id, NO_RANGE)
-            if index < m.first - 1:
-                raise Compacted(f"range {range_id}: index {index} compacted (first is {m.first})")
-            if index > m.last:
-                raise Unavailable(f"range {range_id}: index {index} beyond last {m.last}")
+            check_term_index(range_id, index, m.first, m.last)
             if index == m.first - 1:
                 return m.prev_term
             return self.base_term(range_id, index)

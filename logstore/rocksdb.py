@@ -41,11 +41,9 @@ from pathlib import Path
 import rocksdict  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
 from logstore.errors import (
-    Compacted,
     Corruption,
     InvalidArgument,
     LogStoreError,
-    Unavailable,
 )
 from logstore.protocol import HardState, LogEntry, PurgeResult, SnapshotMeta, WriteBatch
 from logstore.range_meta import NO_RANGE, MetaReads, RangeMeta
@@ -57,6 +55,7 @@ from logstore.rules import (
     Resolved,
     SetHardState,
     Snapshot,
+    check_slice,
     limit_size,
     plan_batch,
 )
@@ -251,12 +250,7 @@ class RocksdbLogStore(MetaReads):
         with self._lock:
             self._check_usable()
             m = self._meta.get(range_id, NO_RANGE)
-            if lo < m.first:
-                raise Compacted(f"range {range_id}: index {lo} compacted (first is {m.first})")
-            if hi > m.last + 1:
-                raise Unavailable(f"range {range_id}: index {hi - 1} beyond last {m.last}")
-            if lo > hi:
-                raise InvalidArgument(f"range {range_id}: lo {lo} > hi {hi}")
+            check_slice(range_id, lo, hi, m.first, m.last)
             out: list[LogEntry] = []
             total = 0
             it = self._db.iter()

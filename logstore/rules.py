@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol, cast
 
-from logstore.errors import InvalidArgument
+from logstore.errors import Compacted, InvalidArgument, Unavailable
 from logstore.protocol import HardState, LogEntry, OpKind, SnapshotMeta, WriteBatch
 
 #: Fixed per-entry cost counted by byte budgets (mirrors the raft core's value).
@@ -287,6 +287,27 @@ def _check_snapshot(payload: object, pos: int) -> SnapshotMeta:
     ):
         raise InvalidArgument(f"op {pos}: snapshot meta must be (index, term, data bytes)")
     return payload if isinstance(payload, SnapshotMeta) else SnapshotMeta(*payload)
+
+
+def check_slice(range_id: int, lo: int, hi: int, first: int, last: int) -> None:
+    """The ``entries(lo, hi)`` contract of every backend, for a range holding
+    ``[first, last]``: Compacted below ``first``, Unavailable past ``last``,
+    InvalidArgument for ``lo > hi``."""
+    if lo < first:
+        raise Compacted(f"range {range_id}: index {lo} compacted (first is {first})")
+    if hi > last + 1:
+        raise Unavailable(f"range {range_id}: index {hi - 1} beyond last {last}")
+    if lo > hi:
+        raise InvalidArgument(f"range {range_id}: lo {lo} > hi {hi}")
+
+
+def check_term_index(range_id: int, index: int, first: int, last: int) -> None:
+    """The ``term(index)`` contract: answerable for ``[first - 1, last]`` (the entry
+    just before ``first`` is the compaction point, whose term is kept)."""
+    if index < first - 1:
+        raise Compacted(f"range {range_id}: index {index} compacted (first is {first})")
+    if index > last:
+        raise Unavailable(f"range {range_id}: index {index} beyond last {last}")
 
 
 def limit_size(entries: list[LogEntry], max_bytes: int | None) -> list[LogEntry]:

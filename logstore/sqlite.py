@@ -68,11 +68,9 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from logstore.errors import (
-    Compacted,
     Corruption,
     InvalidArgument,
     LogStoreError,
-    Unavailable,
 )
 from logstore.protocol import HardState, LogEntry, PurgeResult, SnapshotMeta, WriteBatch
 from logstore.range_meta import NO_RANGE, MetaReads, RangeMeta
@@ -84,6 +82,7 @@ from logstore.rules import (
     Resolved,
     SetHardState,
     Snapshot,
+    check_slice,
     plan_batch,
 )
 
@@ -359,12 +358,7 @@ class SqliteLogStore(MetaReads):
         with self._lock:
             self._check_usable()
             m = self._meta.get(range_id, NO_RANGE)
-            if lo < m.first:
-                raise Compacted(f"range {range_id}: index {lo} compacted (first is {m.first})")
-            if hi > m.last + 1:
-                raise Unavailable(f"range {range_id}: index {hi - 1} beyond last {m.last}")
-            if lo > hi:
-                raise InvalidArgument(f"range {range_id}: lo {lo} > hi {hi}")
+            check_slice(range_id, lo, hi, m.first, m.last)
             budget = _Budget(max_bytes)
             ov = self._overlay.get(range_id)
             split = hi if ov is None else max(lo, min(hi, ov.lo))

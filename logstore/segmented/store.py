@@ -39,14 +39,12 @@ import zstandard
 
 from logstore.errors import (
     Closed,
-    Compacted,
     Corruption,
     InvalidArgument,
     LogStoreError,
-    Unavailable,
 )
 from logstore.protocol import HardState, LogEntry, PurgeResult, SnapshotMeta, WriteBatch
-from logstore.rules import limit_size, plan_batch
+from logstore.rules import check_slice, check_term_index, limit_size, plan_batch
 from logstore.segmented import purge as purge_plan
 from logstore.segmented.batch import (
     DiskOp,
@@ -238,12 +236,7 @@ class SegmentedLogStore:
         with self._lock:
             self._check_open()
             r = self._ranges.get(range_id, _EMPTY)
-            if lo < r.first:
-                raise Compacted(f"range {range_id}: index {lo} compacted (first is {r.first})")
-            if hi > r.last + 1:
-                raise Unavailable(f"range {range_id}: index {hi - 1} beyond last {r.last}")
-            if lo > hi:
-                raise InvalidArgument(f"range {range_id}: lo {lo} > hi {hi}")
+            check_slice(range_id, lo, hi, r.first, r.last)
             return limit_size(self._read(r, lo, hi, max_bytes), max_bytes)
 
     def _read(self, r: RangeIndex, lo: int, hi: int, max_bytes: int | None) -> list[LogEntry]:
@@ -289,10 +282,7 @@ class SegmentedLogStore:
         with self._lock:
             self._check_open()
             r = self._ranges.get(range_id, _EMPTY)
-            if index < r.first - 1:
-                raise Compacted(f"range {range_id}: index {index} compacted (first is {r.first})")
-            if index > r.last:
-                raise Unavailable(f"range {range_id}: index {index} beyond last {r.last}")
+            check_term_index(range_id, index, r.first, r.last)
             return r.term(index)
 
     def first_index(self, range_id: int) -> int:
