@@ -176,8 +176,6 @@ class Node:
                                            lambda i: self._held[i], self.directory.get)
         self.book = AddressBook(self.id, config.node.listen_peer, {
             p.node_id: p.address for p in config.cluster.initial_nodes if p.node_id != self.id})
-        #: Invariant: the ids of ``book.peers()`` (grows as gossip brings joiners).
-        self._peers = self.book.peers()
         #: Invariant: peer -> monotonic time it was last heard from.
         self._last_seen: dict[int, float] = {}
         self._dead: set[int] = set()
@@ -235,7 +233,7 @@ class Node:
         tcp = TcpConfig(
             node_id=self.id, cluster_id="multiraft", listen_host=node.listen_peer.host,
             listen_port=node.listen_peer.port,
-            peers={p: (a.host, a.port) for p in self._peers
+            peers={p: (a.host, a.port) for p in self.book.peers()
                    if (a := self.book.address(p)) is not None})
         self.transport = PeerTransport(tcp, self._on_peer_payload)
         await _retry_bind(self.transport.start)
@@ -257,7 +255,7 @@ class Node:
                            reuse_address=True)
         await _retry_bind(site.start)
         now = time.monotonic()
-        self._last_seen = {p: now for p in self._peers}
+        self._last_seen = {p: now for p in self.book.peers()}
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._liveness_loop()),
                        loop.create_task(run_loop_lag_monitor(self.metrics)),
@@ -342,7 +340,7 @@ class Node:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         await asyncio.wait(futures, timeout=timeout)
-        while loop.time() < deadline and any(map(self._usable_peer, self._peers)) and any(
+        while loop.time() < deadline and any(map(self._usable_peer, self.book.peers())) and any(
                 r.is_leader for held in self._held for r in held.values()):
             await asyncio.sleep(0.1)  # the effect shows in the workers' next reports
         left = sum(r.is_leader for held in self._held for r in held.values())
@@ -360,7 +358,7 @@ class Node:
         assert self.transport is not None
         notice = encode_client_requests(
             [ClientRequest(CONTROL_REQ_ID, CONTROL_NODE_DRAINING, 0, b"")])
-        for p in self._peers:
+        for p in self.book.peers():
             with contextlib.suppress(TransportError):
                 self.transport.send(p, notice)
 
@@ -574,9 +572,7 @@ class Node:
         assert self.transport is not None
         for nid, addr in self.book.learn(sender, rows):
             self.transport.set_peer(nid, addr.host, addr.port)
-            if nid not in self._peers:
-                self._peers.append(nid)
-                self._last_seen[nid] = time.monotonic()
+            self._last_seen.setdefault(nid, time.monotonic())
             log.info("node %d: node %d is at %s", self.id, nid, addr)
 
     async def _liveness_loop(self) -> None:
@@ -594,7 +590,7 @@ class Node:
             if gossip:
                 record = self.book.record()
                 next_gossip = last + self._gossip_interval
-            for p in self._peers:
+            for p in self.book.peers():
                 with contextlib.suppress(TransportError):
                     self.transport.send(p, record if gossip else _PING)
             for peer, st in self.transport.stats().items():
@@ -607,10 +603,10 @@ class Node:
             stalled = now - last - self._ping_interval
             last = now
             if stalled > self._ping_interval:
-                for p in self._peers:
+                for p in self.book.peers():
                     if p in self._last_seen:
                         self._last_seen[p] = min(now, self._last_seen[p] + stalled)
-            for p in self._peers:
+            for p in self.book.peers():
                 if p not in self._dead and now - self._last_seen.get(p, now) > self._dead_after:
                     self._dead.add(p)
                     log.warning("node %d: node %d declared dead", self.id, p)

@@ -166,16 +166,9 @@ class Router:
     async def _count_keys(self, cmd: Exists | Delete) -> Result:
         groups = list(self._group(cmd.keys).values())
         kind = type(cmd)
-        results = await asyncio.gather(*(
+        return _sum_counts(await asyncio.gather(*(
             self._on_key(cmd.keys[idx[0]], kind(tuple(cmd.keys[i] for i in idx)))
-            for idx in groups))
-        total = 0
-        for res in results:
-            if isinstance(res, Error):
-                return res
-            assert isinstance(res, Int)
-            total += res.value
-        return Int(total)
+            for idx in groups)))
 
     async def _mset(self, cmd: MSet) -> Result:
         keys = tuple(k for k, _ in cmd.pairs)
@@ -209,14 +202,8 @@ class Router:
 
     async def _count_all(self) -> Result:
         descs = self._dir.all()
-        results = await asyncio.gather(*(self._on_key(d.start_key, Count()) for d in descs))
-        total = 0
-        for res in results:
-            if isinstance(res, Error):
-                return res
-            assert isinstance(res, Int)
-            total += res.value
-        return Int(total)
+        return _sum_counts(await asyncio.gather(
+            *(self._on_key(d.start_key, Count()) for d in descs)))
 
     # -- one range ------------------------------------------------------------------------
 
@@ -330,6 +317,18 @@ def _settle(out: asyncio.Future[Result], task: asyncio.Future[Result]) -> None:
         out.set_exception(exc)
     else:
         out.set_result(task.result())
+
+
+def _sum_counts(results: Sequence[Result]) -> Result:
+    """The per-range counts of a command cut over ranges, added up (the first error
+    instead, if any range answered one)."""
+    total = 0
+    for res in results:
+        if isinstance(res, Error):
+            return res
+        assert isinstance(res, Int)
+        total += res.value
+    return Int(total)
 
 
 def _keys_of(cmd: Command) -> tuple[bytes, ...] | None:

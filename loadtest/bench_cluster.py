@@ -90,6 +90,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engine.config import NodeConfig, local_cluster_configs, render_toml  # noqa: E402
+from engine.testing.ports import free_port_base  # noqa: E402
 
 CONSOLE = Console(stderr=True)
 VALUE = b"v" * 100
@@ -110,34 +111,12 @@ except ImportError:  # pragma: no cover - uvloop is a dependency, but stay runna
 # ---------------------------------------------------------------- cluster
 
 
-def _free_port_base(span: int) -> int:
-    """A port ``p`` with ``p .. p + span`` probed free on 127.0.0.1."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + span >= 65000:
-            continue
-        ok = True
-        for port in range(base, base + span):
-            with socket.socket() as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port range on 127.0.0.1")
-
-
 class Cluster:
     """``n`` node processes, each in its own process group (node + workers)."""
 
     def __init__(self, root: Path, n: int, workers: int, initial_ranges: int | None) -> None:
         self.root = root
-        base = _free_port_base(3 * n + 3)
+        base = free_port_base(3 * n + 3)
         configs = local_cluster_configs(n, root, (base, base + n + 1, base + 2 * n + 2),
                                         workers=workers)
         if initial_ranges is not None:

@@ -8,7 +8,6 @@ is a SIGKILL; ``start_node`` restarts a node with its same config and data.
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,28 +16,7 @@ from pathlib import Path
 import redis
 
 from engine.config import NodeConfig, local_cluster_configs, render_toml
-
-
-def _free_port_base(span: int) -> int:
-    """A port ``p`` such that ``p .. p + span`` are very likely free (probed)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + span >= 65000:
-            continue
-        ok = True
-        for port in range(base, base + span):
-            with socket.socket() as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port range")
+from engine.testing.ports import free_port_base
 
 
 class LocalCluster:
@@ -46,7 +24,7 @@ class LocalCluster:
 
     def __init__(self, root: Path, n: int = 3, workers: int = 2) -> None:
         self.root = root
-        base = _free_port_base(3 * n + 3)
+        base = free_port_base(3 * n + 3)
         self.configs: list[NodeConfig] = local_cluster_configs(
             n, root, (base, base + n + 1, base + 2 * n + 2), workers=workers)
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
