@@ -30,8 +30,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import aiofiles.os
-
 from engine.admin.backend import (
     AdminError,
     BadRequest,
@@ -298,9 +296,9 @@ class NodeAdmin:
 
     async def snapshot_file(self, range_id: int) -> Path:
         path = self._node.snapshot_path(range_id)
-        if path is None or not await aiofiles.os.path.exists(path):
+        if path is None:
             raise UnknownRange(range_id)
-        return path
+        return path  # a missing file (no image yet, or just removed) is the server's 404
 
     async def kv_get(self, key: bytes) -> bytes | None:
         res = await self._node.router.execute(Get(key))

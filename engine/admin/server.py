@@ -228,11 +228,12 @@ async def _ranges(request: web.Request) -> web.Response:
 
 
 async def _snapshot(request: web.Request) -> web.StreamResponse:
-    path = await request.app[BACKEND_KEY].snapshot_file(_range_id(request))
+    range_id = _range_id(request)
+    path = await request.app[BACKEND_KEY].snapshot_file(range_id)
     try:
         f = await aiofiles.open(path, "rb")
     except FileNotFoundError:
-        raise UnknownRange(_range_id(request)) from None  # removed since it was found
+        raise UnknownRange(range_id) from None  # removed since it was found
     try:
         size = os.fstat(f.fileno()).st_size  # of the file opened, not a newer one
         resp = web.StreamResponse(headers={
